@@ -1,0 +1,147 @@
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{auth::Admin, AppState};
+use crate::error::ApiError;
+use crate::store::{self, apps::AppUpsert};
+use crate::wechat::client::TokenApi;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutApp {
+    secret: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    encoding_aes_key: Option<String>,
+    #[serde(default)]
+    send_rate_per_sec: Option<i32>,
+    #[serde(default)]
+    token_api: Option<String>,
+}
+
+/// What `GET /v1/apps/{appid}` shows: never the secret, the push token or the AES key.
+#[derive(Serialize)]
+pub struct AppView {
+    appid: String,
+    send_rate_per_sec: i32,
+    token_api: &'static str,
+    has_token: bool,
+    has_encoding_aes_key: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&appid.len())
+        && appid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_appid",
+            "appid must be 1 to 64 characters of [A-Za-z0-9_-]",
+        ))
+    }
+}
+
+pub async fn put_app(
+    _: Admin,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    body: web::Json<PutApp>,
+) -> Result<HttpResponse, ApiError> {
+    let appid = appid.into_inner();
+    validate_appid(&appid)?;
+    let body = body.into_inner();
+    if body.secret.is_empty() || body.secret.len() > 128 {
+        return Err(ApiError::invalid(
+            "invalid_secret",
+            "secret must be 1 to 128 characters",
+        ));
+    }
+    if let Some(token) = &body.token {
+        if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiError::invalid(
+                "invalid_token",
+                "token must be 3 to 32 letters or digits, as in the WeChat console",
+            ));
+        }
+    }
+    if let Some(key) = &body.encoding_aes_key {
+        crate::wechat::crypto::MessageCrypto::new(key, &appid).map_err(|_| {
+            ApiError::invalid(
+                "invalid_encoding_aes_key",
+                "encoding_aes_key must be the 43-character EncodingAESKey from the WeChat console",
+            )
+        })?;
+    }
+    if let Some(rate) = body.send_rate_per_sec {
+        if !(1..=100_000).contains(&rate) {
+            return Err(ApiError::invalid(
+                "invalid_send_rate",
+                "send_rate_per_sec must be between 1 and 100000",
+            ));
+        }
+    }
+    let token_api = match body.token_api.as_deref() {
+        None => None,
+        Some(s) => Some(TokenApi::parse(s).ok_or_else(|| {
+            ApiError::invalid("invalid_token_api", "token_api must be stable or classic")
+        })?),
+    };
+    let created = store::apps::upsert(
+        &state.pool,
+        AppUpsert {
+            appid: &appid,
+            secret: &body.secret,
+            push_token: body.token.as_deref(),
+            encoding_aes_key: body.encoding_aes_key.as_deref(),
+            send_rate_per_sec: body.send_rate_per_sec,
+            token_api,
+        },
+    )
+    .await?;
+    let view = view(&state, &appid).await?;
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
+    let app = store::apps::find(&state.pool, appid)
+        .await?
+        .ok_or_else(|| ApiError::unknown_app(appid))?;
+    Ok(AppView {
+        appid: app.appid,
+        send_rate_per_sec: app.send_rate_per_sec,
+        token_api: app.token_api.as_str(),
+        has_token: app.push_token.is_some(),
+        has_encoding_aes_key: app.encoding_aes_key.is_some(),
+        created_at: app.created_at,
+        updated_at: app.updated_at,
+    })
+}
+
+pub async fn get_app(
+    _: Admin,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(view(&state, &appid).await?))
+}
+
+pub async fn stats(
+    _: Admin,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !store::apps::exists(&state.pool, &appid).await? {
+        return Err(ApiError::unknown_app(&appid));
+    }
+    Ok(HttpResponse::Ok().json(store::credits::stats(&state.pool, &appid).await?))
+}

@@ -1,0 +1,230 @@
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{auth::Admin, AppState};
+use crate::domain::campaign::{CampaignRequest, CampaignSpec};
+use crate::error::ApiError;
+use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
+use crate::store::deliveries;
+
+async fn render(state: &AppState, row: &CampaignRow) -> Result<Value, ApiError> {
+    let totals = store::totals(&state.pool, row.id).await?;
+    Ok(json!({
+        "id": row.id,
+        "appid": row.appid,
+        "name": row.name,
+        "kind": row.kind,
+        "template_id": row.template_id,
+        "page": row.page,
+        "data": row.data,
+        "emphasis_keyword": row.emphasis_keyword,
+        "miniprogram_state": row.miniprogram_state,
+        "lang": row.lang,
+        "formid_pick": (row.kind == "template").then_some(&row.formid_pick),
+        "audience": {"type": row.audience_type},
+        "status": row.status,
+        "pause_reason": row.pause_reason,
+        "resume_at": row.resume_at,
+        "schedule": row.schedule,
+        "timezone": row.timezone,
+        "next_run_at": row.next_run_at,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "totals": totals,
+        "last_error": row.last_error,
+    }))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("campaign_not_found", format!("no campaign {raw:?}")))
+}
+
+async fn load(state: &AppState, raw_id: &str) -> Result<CampaignRow, ApiError> {
+    let id = parse_id(raw_id)?;
+    store::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("campaign_not_found", format!("no campaign {id}")))
+}
+
+pub async fn create(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<CampaignRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let spec =
+        CampaignSpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;
+    let row = match store::create(&state.pool, &spec, Utc::now()).await {
+        Ok(row) => row,
+        Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),
+        Err(CreateError::Db(e)) => return Err(e.into()),
+    };
+    Ok(HttpResponse::Created().json(render(&state, &row).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    appid: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let rows = store::list(&state.pool, query.appid.as_deref(), limit).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(render(&state, row).await?);
+    }
+    Ok(HttpResponse::Ok().json(json!({"items": items})))
+}
+
+pub async fn get(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let row = load(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(render(&state, &row).await?))
+}
+
+async fn apply(
+    state: &AppState,
+    raw_id: &str,
+    transition: Transition,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(raw_id)?;
+    match store::transition(&state.pool, id, transition, Utc::now()).await? {
+        None => Err(ApiError::not_found(
+            "campaign_not_found",
+            format!("no campaign {id}"),
+        )),
+        Some(Err(status)) => Err(ApiError::conflict(
+            "invalid_transition",
+            format!("a {status} campaign cannot be {transition:?}d").to_lowercase(),
+        )),
+        Some(Ok(row)) => Ok(HttpResponse::Ok().json(render(state, &row).await?)),
+    }
+}
+
+pub async fn pause(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &id, Transition::Pause).await
+}
+
+pub async fn resume(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &id, Transition::Resume).await
+}
+
+pub async fn cancel(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &id, Transition::Cancel).await
+}
+
+pub async fn runs(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let row = load(&state, &id).await?;
+    let runs = store::runs(&state.pool, row.id).await?;
+    Ok(HttpResponse::Ok().json(json!({"items": runs})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+pub async fn deliveries(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<DeliveriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let row = load(&state, &id).await?;
+    let q = query.into_inner();
+    if let Some(status) = &q.status {
+        if !["sent", "failed", "no_formid", "no_quota", "pending"].contains(&status.as_str()) {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "status must be sent, failed, no_formid, no_quota or pending",
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "after must be a cursor from next")
+            })?,
+    };
+    let page = deliveries::page(&state.pool, row.id, q.status.as_deref(), after, limit).await?;
+    let next = (page.len() as i64 == limit)
+        .then(|| page.last().map(|d| d.id.to_string()))
+        .flatten();
+    let items: Vec<Value> = page
+        .iter()
+        .map(|d| {
+            // errcode is WeChat's number where there is one, else a word (unknown_outcome, timeout).
+            let errcode = d.errcode.as_deref().map(|c| {
+                c.parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(c))
+            });
+            let errcode = match (d.status.as_str(), errcode) {
+                ("sent", None) => Some(Value::from(0)),
+                (_, e) => e,
+            };
+            json!({
+                "run_id": d.run_id,
+                "openid": d.openid,
+                "status": d.status,
+                "form_id": d.form_id,
+                "errcode": errcode,
+                "errmsg": d.errmsg.clone().or_else(|| (d.status == "sent").then(|| "ok".into())),
+                "attempts": d.attempts,
+                "msg_id": d.msg_id,
+                "push_status": d.push_status,
+                "updated_at": d.updated_at,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+}

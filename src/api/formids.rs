@@ -1,0 +1,226 @@
+//! formId collection: the client endpoint (hot: every form submit of every user) and the
+//! admin bulk import. Both answer `{accepted, duplicates, rejected}` and store each call
+//! in one multi-row statement.
+
+use std::collections::HashSet;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{auth, auth::Admin, AppState};
+use crate::domain::formid::{Credit, RejectReason};
+use crate::error::ApiError;
+use crate::store::{self, credits::NewCredit};
+
+pub const MAX_CLIENT_FORMIDS: usize = 100;
+pub const MAX_IMPORT_ITEMS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBody {
+    #[serde(default)]
+    form_id: Option<String>,
+    #[serde(default)]
+    form_ids: Option<Vec<String>>,
+    #[serde(default)]
+    prepay_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    items: Vec<ImportItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportItem {
+    openid: String,
+    #[serde(default)]
+    form_id: Option<String>,
+    #[serde(default)]
+    prepay_id: Option<String>,
+}
+
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub form_id: String,
+    pub reason: RejectReason,
+}
+
+#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+pub struct IngestAnswer {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// One raw credit as posted, with its owner.
+struct Posted {
+    user_id: i64,
+    raw: String,
+    prepay: bool,
+}
+
+/// Parses, drops repeats within the call, stores, and counts.
+async fn ingest(
+    state: &AppState,
+    appid: &str,
+    posted: Vec<Posted>,
+    now: DateTime<Utc>,
+) -> Result<IngestAnswer, ApiError> {
+    let mut answer = IngestAnswer::default();
+    let mut seen = HashSet::with_capacity(posted.len());
+    let mut credits = Vec::with_capacity(posted.len());
+    for p in posted {
+        let parsed = if p.prepay {
+            Credit::parse_prepay_id(&p.raw, now)
+        } else {
+            Credit::parse_form_id(&p.raw, now)
+        };
+        match parsed {
+            Err(reason) => answer.rejected.push(Rejected {
+                form_id: p.raw,
+                reason,
+            }),
+            Ok(credit) if !seen.insert(credit.value.clone()) => answer.duplicates += 1,
+            Ok(credit) => credits.push((p.user_id, credit)),
+        }
+    }
+    let rows: Vec<NewCredit> = credits
+        .iter()
+        .map(|(user_id, credit)| NewCredit {
+            user_id: *user_id,
+            credit,
+        })
+        .collect();
+    let inserted = store::credits::insert(&state.pool, appid, &rows)
+        .await
+        .map_err(|e| match &e {
+            // The token's user is gone (its app was deleted and re-created).
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                ApiError::unauthorized("invalid_session", "the session's user no longer exists")
+            }
+            _ => e.into(),
+        })?;
+    answer.accepted = inserted.len();
+    answer.duplicates += rows.len() - inserted.len();
+    Ok(answer)
+}
+
+/// `POST /v1/apps/{appid}/formids` with a session token.
+pub async fn collect(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    body: web::Json<ClientBody>,
+) -> Result<HttpResponse, ApiError> {
+    let session = auth::client_session(&req, &state, &appid)?;
+    let body = body.into_inner();
+    let mut posted = Vec::new();
+    let user_id = session.user_id;
+    if let Some(raw) = body.form_id {
+        posted.push(Posted {
+            user_id,
+            raw,
+            prepay: false,
+        });
+    }
+    if let Some(list) = body.form_ids {
+        if list.len() > MAX_CLIENT_FORMIDS {
+            return Err(ApiError::PayloadTooLarge {
+                message: format!(
+                    "at most {MAX_CLIENT_FORMIDS} form_ids per call, got {}",
+                    list.len()
+                ),
+            });
+        }
+        posted.extend(list.into_iter().map(|raw| Posted {
+            user_id,
+            raw,
+            prepay: false,
+        }));
+    }
+    if let Some(raw) = body.prepay_id {
+        posted.push(Posted {
+            user_id,
+            raw,
+            prepay: true,
+        });
+    }
+    if posted.is_empty() {
+        return Err(ApiError::invalid(
+            "missing_form_id",
+            "send form_id, form_ids or prepay_id",
+        ));
+    }
+    if posted.len() > MAX_CLIENT_FORMIDS {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!("at most {MAX_CLIENT_FORMIDS} credits per call"),
+        });
+    }
+    let answer = ingest(&state, &appid, posted, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `POST /v1/apps/{appid}/formids:import`, admin only; unknown openids become users.
+pub async fn import(
+    _: Admin,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    body: web::Json<ImportBody>,
+) -> Result<HttpResponse, ApiError> {
+    let items = body.into_inner().items;
+    if items.len() > MAX_IMPORT_ITEMS {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!(
+                "at most {MAX_IMPORT_ITEMS} items per import, got {}",
+                items.len()
+            ),
+        });
+    }
+    for (i, item) in items.iter().enumerate() {
+        if item.openid.is_empty() || item.openid.len() > 128 {
+            return Err(ApiError::invalid(
+                "invalid_openid",
+                format!("items[{i}].openid must be 1 to 128 characters"),
+            ));
+        }
+        if item.form_id.is_some() == item.prepay_id.is_some() {
+            return Err(ApiError::invalid(
+                "invalid_item",
+                format!("items[{i}] must have exactly one of form_id or prepay_id"),
+            ));
+        }
+    }
+    if !store::apps::exists(&state.pool, &appid).await? {
+        return Err(ApiError::unknown_app(&appid));
+    }
+    let mut openids: Vec<String> = items.iter().map(|i| i.openid.clone()).collect();
+    openids.sort_unstable();
+    openids.dedup();
+    let ids: std::collections::HashMap<String, i64> =
+        store::users::upsert_many(&state.pool, &appid, &openids)
+            .await?
+            .into_iter()
+            .collect();
+    let mut posted = Vec::with_capacity(items.len());
+    for item in items {
+        let user_id = *ids
+            .get(&item.openid)
+            .ok_or_else(|| anyhow::anyhow!("user {} vanished during import", item.openid))?;
+        let (raw, prepay) = match (item.form_id, item.prepay_id) {
+            (Some(f), _) => (f, false),
+            (None, Some(p)) => (p, true),
+            (None, None) => unreachable!("checked above"),
+        };
+        posted.push(Posted {
+            user_id,
+            raw,
+            prepay,
+        });
+    }
+    let answer = ingest(&state, &appid, posted, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}

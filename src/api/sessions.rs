@@ -1,0 +1,67 @@
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::domain::session::{SessionClaims, SESSION_VALIDITY};
+use crate::error::ApiError;
+use crate::store;
+use crate::wechat::client::WeChatError;
+use crate::wechat::errcode;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    code: String,
+}
+
+/// `wx.login` code → WeChat `jscode2session` → openid → our session token.
+pub async fn create(
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = body.into_inner().code;
+    if code.is_empty() || code.len() > 256 {
+        return Err(ApiError::invalid(
+            "invalid_code",
+            "code must be the 1 to 256 character code from wx.login",
+        ));
+    }
+    let app = store::apps::find(&state.pool, &appid)
+        .await?
+        .ok_or_else(|| ApiError::unknown_app(&appid))?;
+    let login = state
+        .wechat
+        .jscode2session(&app.appid, &app.secret, &code)
+        .await
+        .map_err(login_error)?;
+    let user_id = store::users::upsert(&state.pool, &app.appid, &login.openid).await?;
+    let claims = SessionClaims {
+        appid: app.appid,
+        user_id,
+        expires_at: Utc::now() + SESSION_VALIDITY,
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "token": state.signer.issue(&claims),
+        "openid": login.openid,
+        "expires_at": claims.expires_at,
+    })))
+}
+
+fn login_error(e: WeChatError) -> ApiError {
+    match e.errcode() {
+        // invalid code, code already used, high-risk user
+        Some(errcode::INVALID_CODE | errcode::CODE_BEEN_USED | 40226) => {
+            ApiError::unauthorized("invalid_code", format!("WeChat refused the code: {e}"))
+        }
+        Some(45011) => ApiError::TooManyRequests {
+            message: "WeChat rate-limits logins for this user; retry in a minute".into(),
+        },
+        _ => ApiError::BadGateway {
+            code: "wechat_failed",
+            message: format!("WeChat login failed: {e}"),
+        },
+    }
+}

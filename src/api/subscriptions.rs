@@ -1,0 +1,66 @@
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{auth, AppState};
+use crate::error::ApiError;
+use crate::store;
+
+/// More templates than WeChat ever offers in one `wx.requestSubscribeMessage` call.
+const MAX_TEMPLATES_PER_CALL: usize = 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionBody {
+    results: BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether a `wx.requestSubscribeMessage` result value grants a send.
+pub fn is_accept(status: &str) -> bool {
+    matches!(status, "accept" | "acceptWithAudio")
+}
+
+/// `POST /v1/apps/{appid}/subscriptions`: the client's `wx.requestSubscribeMessage` result.
+pub async fn record(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    body: web::Json<SubscriptionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let session = auth::client_session(&req, &state, &appid)?;
+    let results = body.into_inner().results;
+    if results.len() > MAX_TEMPLATES_PER_CALL {
+        return Err(ApiError::invalid(
+            "too_many_templates",
+            format!("at most {MAX_TEMPLATES_PER_CALL} templates per call"),
+        ));
+    }
+    let mut accepted = Vec::new();
+    for (template_id, status) in results {
+        // The client result also carries errMsg ("requestSubscribeMessage:ok"): not a template.
+        if template_id == "errMsg" {
+            continue;
+        }
+        let Some(status) = status.as_str() else {
+            return Err(ApiError::invalid(
+                "invalid_result",
+                format!("results.{template_id} must be a string such as \"accept\""),
+            ));
+        };
+        if template_id.is_empty() || template_id.len() > 128 {
+            return Err(ApiError::invalid(
+                "invalid_template_id",
+                "template ids must be 1 to 128 characters",
+            ));
+        }
+        if is_accept(status) {
+            accepted.push(template_id);
+        }
+    }
+    if !accepted.is_empty() {
+        store::credits::grant_subscriptions(&state.pool, session.user_id, &accepted).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({"granted": accepted.len()})))
+}

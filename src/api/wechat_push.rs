@@ -1,0 +1,192 @@
+//! WeChat's message-push URL: the URL check (GET) and pushed events (POST), plain or
+//! safe mode. Handling is idempotent because WeChat retries a push it saw no answer to.
+
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::store::{self, apps::AppRecord};
+use crate::wechat::crypto::{verify_signature, MessageCrypto};
+use crate::wechat::push::{extract_encrypt, parse_message, PushEvent, PushMessage};
+
+#[derive(Deserialize)]
+pub struct PushQuery {
+    signature: Option<String>,
+    timestamp: String,
+    nonce: String,
+    echostr: Option<String>,
+    encrypt_type: Option<String>,
+    msg_signature: Option<String>,
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::Forbidden {
+        code: "bad_signature",
+        message: message.into(),
+    }
+}
+
+async fn push_app(state: &AppState, appid: &str) -> Result<(AppRecord, String), ApiError> {
+    let app = store::apps::find(&state.pool, appid)
+        .await?
+        .ok_or_else(|| ApiError::unknown_app(appid))?;
+    let token = app
+        .push_token
+        .as_ref()
+        .map(|t| t.expose_secret().to_string())
+        .ok_or_else(|| forbidden("this app has no push token: set it with PUT /v1/apps/{appid}"))?;
+    Ok((app, token))
+}
+
+/// Refuses a push whose timestamp is too far from now (a replay).
+fn check_fresh(state: &AppState, timestamp: &str) -> Result<(), ApiError> {
+    let Some(max_age) = state.settings.push_max_age else {
+        return Ok(());
+    };
+    let ts: i64 = timestamp
+        .parse()
+        .map_err(|_| forbidden("timestamp is not a number"))?;
+    let age = (Utc::now().timestamp() - ts).unsigned_abs();
+    if age > max_age.as_secs() {
+        return Err(ApiError::Forbidden {
+            code: "stale_timestamp",
+            message: format!(
+                "the push timestamp is {age} s from now (limit {} s)",
+                max_age.as_secs()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `GET /wechat/{appid}`: answer `echostr` when the signature is right.
+pub async fn verify_url(
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    query: web::Query<PushQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, token) = push_app(&state, &appid).await?;
+    let q = query.into_inner();
+    let signature = q.signature.as_deref().unwrap_or_default();
+    if !verify_signature(signature, &[&token, &q.timestamp, &q.nonce]) {
+        return Err(forbidden("signature does not match"));
+    }
+    check_fresh(&state, &q.timestamp)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(q.echostr.unwrap_or_default()))
+}
+
+/// `POST /wechat/{appid}`: a pushed message.
+pub async fn receive(
+    state: web::Data<AppState>,
+    appid: web::Path<String>,
+    query: web::Query<PushQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (app, token) = push_app(&state, &appid).await?;
+    let q = query.into_inner();
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("malformed_push", "the body is not UTF-8"))?;
+    let message_text = if q.encrypt_type.as_deref() == Some("aes") {
+        let encrypt = extract_encrypt(body)
+            .map_err(|e| ApiError::bad_request("malformed_push", e.to_string()))?;
+        let msg_signature = q.msg_signature.as_deref().unwrap_or_default();
+        // Checked before decrypting, so unsigned input never reaches the decryptor.
+        if !verify_signature(msg_signature, &[&token, &q.timestamp, &q.nonce, &encrypt]) {
+            return Err(forbidden("msg_signature does not match"));
+        }
+        check_fresh(&state, &q.timestamp)?;
+        let key = app
+            .encoding_aes_key
+            .as_ref()
+            .ok_or_else(|| forbidden("safe-mode push, but this app has no encoding_aes_key"))?;
+        let crypto = MessageCrypto::new(key.expose_secret(), &app.appid)
+            .map_err(|e| anyhow::anyhow!("stored encoding_aes_key unusable: {e}"))?;
+        crypto
+            .decrypt(&encrypt)
+            .map_err(|e| ApiError::bad_request("malformed_push", e.to_string()))?
+    } else {
+        let signature = q.signature.as_deref().unwrap_or_default();
+        if !verify_signature(signature, &[&token, &q.timestamp, &q.nonce]) {
+            return Err(forbidden("signature does not match"));
+        }
+        check_fresh(&state, &q.timestamp)?;
+        body.to_string()
+    };
+    let message = parse_message(&message_text)
+        .map_err(|e| ApiError::bad_request("malformed_push", e.to_string()))?;
+    apply(&state, &app.appid, &message).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("success"))
+}
+
+async fn apply(state: &AppState, appid: &str, message: &PushMessage) -> Result<(), ApiError> {
+    let relevant = matches!(
+        message.payload,
+        PushEvent::SubscribePopup(_) | PushEvent::SubscribeChange(_) | PushEvent::SubscribeSent(_)
+    );
+    if !relevant || message.from_user_name.is_empty() {
+        return Ok(());
+    }
+    // A retried push carries the same (user, CreateTime, Event): apply it once.
+    let first_time = sqlx::query!(
+        r#"
+        insert into push_events_seen (appid, openid, create_time, event) values ($1, $2, $3, $4)
+        on conflict do nothing
+        "#,
+        appid,
+        message.from_user_name,
+        message.create_time,
+        message.event.as_deref().unwrap_or_default()
+    )
+    .execute(&state.pool)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first_time {
+        return Ok(());
+    }
+    match &message.payload {
+        PushEvent::SubscribePopup(decisions) => {
+            let accepted: Vec<String> = decisions
+                .iter()
+                .filter(|d| super::subscriptions::is_accept(&d.status))
+                .map(|d| d.template_id.clone())
+                .collect();
+            if !accepted.is_empty() {
+                let user =
+                    store::users::upsert(&state.pool, appid, &message.from_user_name).await?;
+                store::credits::grant_subscriptions(&state.pool, user, &accepted).await?;
+            }
+        }
+        PushEvent::SubscribeChange(decisions) => {
+            let rejected: Vec<String> = decisions
+                .iter()
+                .filter(|d| d.status == "reject")
+                .map(|d| d.template_id.clone())
+                .collect();
+            if !rejected.is_empty() {
+                let user =
+                    store::users::upsert(&state.pool, appid, &message.from_user_name).await?;
+                store::credits::revoke_subscriptions(&state.pool, user, &rejected).await?;
+            }
+        }
+        PushEvent::SubscribeSent(results) => {
+            for r in results {
+                let status = if r.error_code == 0 {
+                    "success".to_string()
+                } else {
+                    format!("{}:{}", r.error_code, r.error_status)
+                };
+                store::deliveries::record_push_status(&state.pool, &r.msg_id, &status).await?;
+            }
+        }
+        PushEvent::Other => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,626 @@
+//! Campaigns as admins describe them: kind, template data with `{{placeholders}}`,
+//! audience and schedule. `CampaignSpec::parse` turns a request into a value that is
+//! known to be sendable; every refusal names the field.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use chrono_tz::Tz;
+use croner::{
+    parser::{CronParser, Seconds, Year},
+    Cron,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
+/// Built-in placeholders, resolvable for every user.
+pub const BUILTIN_PLACEHOLDERS: [&str; 3] = ["openid", "date", "datetime"];
+/// Limits that keep one campaign row reasonable (the body limit caps them further).
+pub const MAX_AUDIENCE: usize = 100_000;
+const MAX_NAME: usize = 200;
+const MAX_TEMPLATE_ID: usize = 128;
+const MAX_PAGE: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignKind {
+    Template,
+    Subscribe,
+}
+
+impl CampaignKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Template => "template",
+            Self::Subscribe => "subscribe",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "template" => Some(Self::Template),
+            "subscribe" => Some(Self::Subscribe),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormidPick {
+    Freshest,
+    ExpiringFirst,
+}
+
+impl FormidPick {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Freshest => "freshest",
+            Self::ExpiringFirst => "expiring_first",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Audience {
+    All,
+    Openids { openids: Vec<String> },
+    Users { users: Vec<AudienceUser> },
+}
+
+impl Audience {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Openids { .. } => "openids",
+            Self::Users { .. } => "users",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AudienceUser {
+    pub openid: String,
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+}
+
+/// The schedule as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleSpec {
+    Now {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+    At {
+        at: DateTime<FixedOffset>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+    Cron {
+        cron: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+}
+
+/// A parsed schedule: knows when it fires.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub spec: ScheduleSpec,
+    pub timezone: Tz,
+    cron: Option<Cron>,
+}
+
+impl Schedule {
+    pub fn parse(spec: ScheduleSpec) -> Result<Self, FieldError> {
+        let tz_name = match &spec {
+            ScheduleSpec::Now { timezone }
+            | ScheduleSpec::At { timezone, .. }
+            | ScheduleSpec::Cron { timezone, .. } => timezone.as_deref(),
+        };
+        let timezone = parse_timezone(tz_name.unwrap_or(DEFAULT_TIMEZONE))?;
+        let cron = match &spec {
+            ScheduleSpec::Cron { cron, .. } => Some(parse_cron(cron)?),
+            _ => None,
+        };
+        Ok(Self {
+            spec,
+            timezone,
+            cron,
+        })
+    }
+
+    pub fn is_recurring(&self) -> bool {
+        self.cron.is_some()
+    }
+
+    /// When the first run is due, seen at `now`. A past `at` is due at once.
+    pub fn first_run(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.spec {
+            ScheduleSpec::Now { .. } => Some(now),
+            ScheduleSpec::At { at, .. } => Some(at.with_timezone(&Utc)),
+            ScheduleSpec::Cron { .. } => self.next_after(now),
+        }
+    }
+
+    /// The next firing strictly after `after` (cron only).
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let cron = self.cron.as_ref()?;
+        cron.find_next_occurrence(&after.with_timezone(&self.timezone), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+pub fn parse_timezone(name: &str) -> Result<Tz, FieldError> {
+    name.parse::<Tz>().map_err(|_| {
+        FieldError::new(
+            "invalid_timezone",
+            format!("schedule.timezone {name:?} is not an IANA time zone"),
+        )
+    })
+}
+
+/// Six fields, seconds first (`0 30 9 * * MON-FRI`).
+pub fn parse_cron(pattern: &str) -> Result<Cron, FieldError> {
+    if pattern.split_whitespace().count() != 6 {
+        return Err(FieldError::new(
+            "invalid_cron",
+            format!("schedule.cron {pattern:?} must have 6 fields, seconds first"),
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .build()
+        .parse(pattern)
+        .map_err(|e| {
+            FieldError::new(
+                "invalid_cron",
+                format!("schedule.cron {pattern:?} is not valid: {e}"),
+            )
+        })
+}
+
+/// A 422 with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// `POST /v1/campaigns` as received.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRequest {
+    pub appid: String,
+    pub name: String,
+    pub kind: String,
+    pub template_id: String,
+    #[serde(default)]
+    pub page: Option<String>,
+    pub data: Value,
+    #[serde(default)]
+    pub emphasis_keyword: Option<String>,
+    #[serde(default)]
+    pub miniprogram_state: Option<String>,
+    #[serde(default)]
+    pub lang: Option<String>,
+    #[serde(default)]
+    pub formid_pick: Option<String>,
+    pub audience: Value,
+    pub schedule: Value,
+}
+
+/// A campaign that can be stored and sent.
+#[derive(Clone, Debug)]
+pub struct CampaignSpec {
+    pub appid: String,
+    pub name: String,
+    pub kind: CampaignKind,
+    pub template_id: String,
+    pub page: Option<String>,
+    pub data: Map<String, Value>,
+    pub emphasis_keyword: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    pub formid_pick: FormidPick,
+    pub audience: Audience,
+    pub schedule: Schedule,
+}
+
+impl CampaignSpec {
+    pub fn parse(req: CampaignRequest) -> Result<Self, FieldError> {
+        let kind = CampaignKind::parse(&req.kind).ok_or_else(|| {
+            FieldError::new(
+                "invalid_kind",
+                format!("kind {:?} must be template or subscribe", req.kind),
+            )
+        })?;
+        if req.appid.is_empty() {
+            return Err(FieldError::new("invalid_appid", "appid must not be empty"));
+        }
+        let name = req.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_NAME {
+            return Err(FieldError::new(
+                "invalid_name",
+                format!("name must be 1 to {MAX_NAME} characters"),
+            ));
+        }
+        if req.template_id.is_empty() || req.template_id.len() > MAX_TEMPLATE_ID {
+            return Err(FieldError::new(
+                "invalid_template_id",
+                format!("template_id must be 1 to {MAX_TEMPLATE_ID} characters"),
+            ));
+        }
+        if let Some(page) = &req.page {
+            if page.len() > MAX_PAGE {
+                return Err(FieldError::new(
+                    "invalid_page",
+                    format!("page must be at most {MAX_PAGE} characters"),
+                ));
+            }
+        }
+        let data = parse_data(req.data)?;
+        match kind {
+            CampaignKind::Template => {
+                if req.miniprogram_state.is_some() || req.lang.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "miniprogram_state and lang are for subscribe campaigns only",
+                    ));
+                }
+            }
+            CampaignKind::Subscribe => {
+                if req.emphasis_keyword.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "emphasis_keyword is for template campaigns only",
+                    ));
+                }
+                if req.formid_pick.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "formid_pick is for template campaigns only",
+                    ));
+                }
+                check_one_of(
+                    "miniprogram_state",
+                    &req.miniprogram_state,
+                    &["developer", "trial", "formal"],
+                )?;
+                check_one_of("lang", &req.lang, &["zh_CN", "en_US", "zh_HK", "zh_TW"])?;
+            }
+        }
+        let formid_pick = match req.formid_pick.as_deref() {
+            None | Some("freshest") => FormidPick::Freshest,
+            Some("expiring_first") => FormidPick::ExpiringFirst,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "invalid_formid_pick",
+                    format!("formid_pick {other:?} must be freshest or expiring_first"),
+                ))
+            }
+        };
+        let audience: Audience = serde_json::from_value(req.audience).map_err(|e| {
+            FieldError::new(
+                "invalid_audience",
+                format!("audience is not valid ({e}); use {{\"type\":\"all\"}}, {{\"type\":\"openids\",\"openids\":[...]}} or {{\"type\":\"users\",\"users\":[{{\"openid\":...,\"vars\":{{...}}}}]}}"),
+            )
+        })?;
+        check_audience(&audience)?;
+        let schedule: ScheduleSpec = serde_json::from_value(req.schedule).map_err(|e| {
+            FieldError::new(
+                "invalid_schedule",
+                format!("schedule is not valid ({e}); use now, at or cron"),
+            )
+        })?;
+        let schedule = Schedule::parse(schedule)?;
+        check_placeholders(&data, &audience)?;
+        Ok(Self {
+            appid: req.appid,
+            name,
+            kind,
+            template_id: req.template_id,
+            page: req.page.filter(|p| !p.is_empty()),
+            data,
+            emphasis_keyword: req.emphasis_keyword.filter(|k| !k.is_empty()),
+            miniprogram_state: req.miniprogram_state,
+            lang: req.lang,
+            formid_pick,
+            audience,
+            schedule,
+        })
+    }
+}
+
+fn check_one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), FieldError> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(FieldError::new(
+            "invalid_field",
+            format!("{field} {v:?} must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `data` must be `{"key": {"value": "..."}, ...}` (optionally with `color`).
+fn parse_data(data: Value) -> Result<Map<String, Value>, FieldError> {
+    let bad = |m: String| FieldError::new("invalid_data", m);
+    let Value::Object(map) = data else {
+        return Err(bad(
+            "data must be an object like {\"keyword1\": {\"value\": \"...\"}}".into(),
+        ));
+    };
+    if map.is_empty() {
+        return Err(bad("data must name at least one keyword".into()));
+    }
+    for (key, entry) in &map {
+        match entry.get("value") {
+            Some(Value::String(_)) => {}
+            _ => {
+                return Err(bad(format!(
+                    "data.{key} must be an object with a string \"value\""
+                )))
+            }
+        }
+    }
+    Ok(map)
+}
+
+fn check_audience(audience: &Audience) -> Result<(), FieldError> {
+    let bad = |m: String| FieldError::new("invalid_audience", m);
+    let openids: Vec<&str> = match audience {
+        Audience::All => return Ok(()),
+        Audience::Openids { openids } => openids.iter().map(String::as_str).collect(),
+        Audience::Users { users } => users.iter().map(|u| u.openid.as_str()).collect(),
+    };
+    if openids.is_empty() {
+        return Err(bad("audience must name at least one user".into()));
+    }
+    if openids.len() > MAX_AUDIENCE {
+        return Err(bad(format!(
+            "audience may name at most {MAX_AUDIENCE} users; use type all for more"
+        )));
+    }
+    if let Some(bad_id) = openids.iter().find(|o| o.is_empty() || o.len() > 128) {
+        return Err(bad(format!("openid {bad_id:?} is not valid")));
+    }
+    let distinct: BTreeSet<&str> = openids.iter().copied().collect();
+    if distinct.len() != openids.len() {
+        return Err(bad("audience names the same openid twice".into()));
+    }
+    Ok(())
+}
+
+/// Every placeholder must resolve for every user: built-ins always do, others only
+/// from per-user `vars`.
+fn check_placeholders(data: &Map<String, Value>, audience: &Audience) -> Result<(), FieldError> {
+    for name in placeholders(data) {
+        if BUILTIN_PLACEHOLDERS.contains(&name.as_str()) {
+            continue;
+        }
+        let resolvable = match audience {
+            Audience::Users { users } => users.iter().all(|u| u.vars.contains_key(&name)),
+            _ => false,
+        };
+        if !resolvable {
+            return Err(FieldError::new(
+                "unknown_placeholder",
+                format!(
+                    "placeholder {{{{{name}}}}} is neither built in ({}) nor in every user's vars",
+                    BUILTIN_PLACEHOLDERS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `{{name}}` placeholders used anywhere in data values.
+pub fn placeholders(data: &Map<String, Value>) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for entry in data.values() {
+        if let Some(Value::String(s)) = entry.get("value") {
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("{{") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find("}}") else { break };
+                found.insert(after[..end].trim().to_string());
+                rest = &after[end + 2..];
+            }
+        }
+    }
+    found
+}
+
+/// Fills placeholders for one user. Unresolvable ones (not possible after `parse`) stay as written.
+pub fn render_data(
+    data: &Map<String, Value>,
+    openid: &str,
+    vars: &Map<String, Value>,
+    now: DateTime<Utc>,
+    timezone: Tz,
+) -> Map<String, Value> {
+    let local = now.with_timezone(&timezone);
+    let lookup = |name: &str| -> Option<String> {
+        match name {
+            "openid" => Some(openid.to_string()),
+            "date" => Some(local.format("%Y-%m-%d").to_string()),
+            "datetime" => Some(local.format("%Y-%m-%d %H:%M:%S").to_string()),
+            _ => vars.get(name).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+        }
+    };
+    data.iter()
+        .map(|(key, entry)| {
+            let mut entry = entry.clone();
+            if let Some(Value::String(template)) = entry.get("value") {
+                let rendered = render_text(template, &lookup);
+                entry["value"] = Value::String(rendered);
+            }
+            (key.clone(), entry)
+        })
+        .collect()
+}
+
+fn render_text(template: &str, lookup: &impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        match lookup(after[..end].trim()) {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn request(overrides: Value) -> CampaignRequest {
+        let mut base = json!({
+            "appid": "wxapp", "name": "digest", "kind": "template", "template_id": "T",
+            "data": {"keyword1": {"value": "{{nickname}}"}, "keyword2": {"value": "{{datetime}}"}},
+            "audience": {"type": "users", "users": [{"openid": "o1", "vars": {"nickname": "Tom"}}]},
+            "schedule": {"type": "now"}
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn a_complete_request_parses() {
+        let spec = CampaignSpec::parse(request(json!({}))).unwrap();
+        assert_eq!(spec.kind, CampaignKind::Template);
+        assert_eq!(spec.formid_pick, FormidPick::Freshest);
+        assert_eq!(spec.schedule.timezone, chrono_tz::Asia::Shanghai);
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases = [
+            (json!({"kind": "sms"}), "invalid_kind"),
+            (json!({"name": " "}), "invalid_name"),
+            (json!({"template_id": ""}), "invalid_template_id"),
+            (json!({"data": []}), "invalid_data"),
+            (json!({"data": {"k": {"value": 3}}}), "invalid_data"),
+            (
+                json!({"audience": {"type": "everyone"}}),
+                "invalid_audience",
+            ),
+            (
+                json!({"audience": {"type": "openids", "openids": []}}),
+                "invalid_audience",
+            ),
+            (
+                json!({"audience": {"type": "openids", "openids": ["a", "a"]}}),
+                "invalid_audience",
+            ),
+            (json!({"audience": {"type": "all"}}), "unknown_placeholder"),
+            (
+                json!({"schedule": {"type": "cron", "cron": "0 * * * *"}}),
+                "invalid_cron",
+            ),
+            (
+                json!({"schedule": {"type": "cron", "cron": "0 0 61 * * *"}}),
+                "invalid_cron",
+            ),
+            (
+                json!({"schedule": {"type": "cron", "cron": "0 0 9 * * *", "timezone": "Mars/Base"}}),
+                "invalid_timezone",
+            ),
+            (
+                json!({"schedule": {"type": "at", "at": "tomorrow"}}),
+                "invalid_schedule",
+            ),
+            (json!({"schedule": {"type": "weekly"}}), "invalid_schedule"),
+            (json!({"formid_pick": "random"}), "invalid_formid_pick"),
+            (json!({"lang": "en_US"}), "invalid_field"),
+            (
+                json!({"kind": "subscribe", "emphasis_keyword": "keyword1.DATA"}),
+                "invalid_field",
+            ),
+            (
+                json!({"kind": "subscribe", "lang": "fr_FR"}),
+                "invalid_field",
+            ),
+        ];
+        for (overrides, code) in cases {
+            let err = CampaignSpec::parse(request(overrides.clone())).unwrap_err();
+            assert_eq!(err.code, code, "{overrides} → {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_placeholder_missing_from_one_user_is_refused() {
+        let err = CampaignSpec::parse(request(json!({"audience": {"type": "users", "users": [
+            {"openid": "o1", "vars": {"nickname": "Tom"}}, {"openid": "o2"}
+        ]}})))
+        .unwrap_err();
+        assert_eq!(err.code, "unknown_placeholder");
+    }
+
+    #[test]
+    fn cron_fires_in_its_timezone() {
+        let spec = CampaignSpec::parse(request(json!({"schedule":
+            {"type": "cron", "cron": "0 30 9 * * *", "timezone": "Asia/Shanghai"}})))
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
+        // 09:30 in Shanghai is 01:30 UTC.
+        assert_eq!(
+            spec.schedule.first_run(now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 25, 1, 30, 0).unwrap())
+        );
+        assert_eq!(
+            spec.schedule
+                .next_after(Utc.with_ymd_and_hms(2026, 11, 25, 1, 30, 0).unwrap()),
+            Some(Utc.with_ymd_and_hms(2026, 11, 26, 1, 30, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn rendering_fills_vars_and_builtins_in_the_schedule_timezone() {
+        let data = json!({"a": {"value": "hi {{nickname}} ({{openid}})"}, "b": {"value": "{{date}} {{datetime}}", "color": "#f00"}});
+        let vars = json!({"nickname": "Tom"});
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 5).unwrap();
+        let out = render_data(
+            data.as_object().unwrap(),
+            "o1",
+            vars.as_object().unwrap(),
+            now,
+            chrono_tz::Asia::Shanghai,
+        );
+        assert_eq!(out["a"]["value"], "hi Tom (o1)");
+        assert_eq!(out["b"]["value"], "2026-11-26 2026-11-26 01:00:05");
+        assert_eq!(out["b"]["color"], "#f00");
+    }
+}

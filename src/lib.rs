@@ -1,0 +1,18 @@
+//! formpush: collects WeChat mini-program formIds and subscribe grants ("credits") and
+//! spends them on scheduled campaigns.
+//!
+//! Layout follows the data: `api` (HTTP: parse, call, answer) → `domain` (types that
+//! cannot be invalid, delivery decisions) → `store` (SQL), `wechat` (client, token cache,
+//! push crypto) and `scheduler` (runs, the send pipeline).
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod sandbox;
+pub mod scheduler;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod wechat;

@@ -1,0 +1,148 @@
+//! The scheduler: a one-second tick on tokio-cron-scheduler that starts due runs, resumes
+//! quota-paused campaigns and makes sure every app with work has a sender; plus the daily
+//! clean-up of dead formIds.
+//!
+//! tokio-cron-scheduler does not coordinate instances: every instance fires every job. So
+//! the tick only does things that are safe to race: run rows are unique per firing, and
+//! an app is sent for by whichever instance holds its lease (`app_leases`).
+
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store;
+use pipeline::Pipeline;
+
+/// Every second, seconds field first: a due run starts within 2 s of its time.
+pub const TICK_SCHEDULE: &str = "*/1 * * * * *";
+/// Daily at 20:00 UTC = 04:00 Asia/Shanghai, when mini-program users are asleep.
+pub const CLEANUP_SCHEDULE: &str = "0 0 20 * * *";
+/// How long an app's sender lease lasts without renewal.
+pub const APP_LEASE_TTL: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct Scheduler {
+    pool: PgPool,
+    pipeline: Pipeline,
+    instance: Uuid,
+    workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    tick_guard: Arc<tokio::sync::Mutex<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Scheduler {
+    pub fn new(pool: PgPool, pipeline: Pipeline, shutdown: CancellationToken) -> Self {
+        Self {
+            pool,
+            pipeline,
+            instance: Uuid::new_v4(),
+            workers: Default::default(),
+            tick_guard: Default::default(),
+            shutdown,
+        }
+    }
+
+    /// Registers the jobs and starts them.
+    pub async fn start(&self) -> anyhow::Result<JobScheduler> {
+        let jobs = JobScheduler::new().await?;
+        let me = self.clone();
+        jobs.add(Job::new_async(TICK_SCHEDULE, move |_, _| {
+            let me = me.clone();
+            Box::pin(async move {
+                if let Err(e) = me.tick().await {
+                    tracing::warn!(error = ?e, "scheduler tick failed");
+                }
+            })
+        })?)
+        .await?;
+        let pool = self.pool.clone();
+        jobs.add(Job::new_async(CLEANUP_SCHEDULE, move |_, _| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                match store::credits::purge_dead(&pool).await {
+                    Ok(n) => tracing::info!(deleted = n, "purged expired and consumed formIds"),
+                    Err(e) => tracing::warn!(error = ?e, "formId clean-up failed"),
+                }
+            })
+        })?)
+        .await?;
+        jobs.start().await?;
+        tracing::info!(instance = %self.instance, "scheduler started");
+        Ok(jobs)
+    }
+
+    /// One pass: resume, start due runs, staff apps that have work.
+    pub async fn tick(&self) -> anyhow::Result<()> {
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        // A slow tick must not overlap the next one.
+        let Ok(_guard) = self.tick_guard.try_lock() else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        store::campaigns::resume_quota_paused(&self.pool, now).await?;
+        for run in store::campaigns::start_due_runs(&self.pool, now).await? {
+            tracing::info!(run_id = %run, "run started");
+        }
+        for appid in store::campaigns::apps_with_active_runs(&self.pool).await? {
+            self.ensure_worker(appid).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_worker(&self, appid: String) -> anyhow::Result<()> {
+        {
+            let workers = self.workers.lock().expect("workers lock");
+            if workers.get(&appid).is_some_and(|h| !h.is_finished()) {
+                return Ok(());
+            }
+        }
+        if !store::campaigns::acquire_app_lease(
+            &self.pool,
+            &appid,
+            self.instance,
+            APP_LEASE_TTL.as_secs_f64(),
+        )
+        .await?
+        {
+            return Ok(()); // another instance sends for this app
+        }
+        let pipeline = self.pipeline.clone();
+        let instance = self.instance;
+        let shutdown = self.shutdown.clone();
+        let key = appid.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = pipeline.work_app(&appid, instance, shutdown).await {
+                tracing::error!(%appid, error = ?e, "sender stopped");
+            }
+        });
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .insert(key, handle);
+        Ok(())
+    }
+
+    /// Waits for every sender to hand back its work (after `shutdown` was cancelled).
+    pub async fn drain(&self) {
+        let handles: Vec<_> = self
+            .workers
+            .lock()
+            .expect("workers lock")
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Builds the application: database, bootstrap app, HTTP server and scheduler, and runs
+//! them until a shutdown signal.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::domain::session::SessionSigner;
+use crate::error::{self, ApiError};
+use crate::scheduler::{pipeline::Pipeline, Scheduler};
+use crate::store::{self, apps::AppUpsert};
+use crate::wechat::{client::WeChatClient, token::TokenManager};
+
+/// How long a graceful shutdown may take before in-flight work is abandoned (it is then
+/// recovered by the next owner of each app's lease).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    scheduler: Option<(Scheduler, tokio_cron_scheduler::JobScheduler)>,
+    shutdown: CancellationToken,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Creates the database if missing, migrates, and builds everything.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = crate::db::prepare(&settings.database_url, settings.db_max_connections).await?;
+        Self::build_with_pool(settings, pool).await
+    }
+
+    /// Builds on an existing pool (tests hand in a fresh database per test).
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
+        crate::db::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying migrations")?;
+        if settings.admin_token_generated {
+            // Logged once so the operator can use it; set FORMPUSH_ADMIN_TOKEN to choose one.
+            tracing::warn!(
+                admin_token = settings.admin_token.expose_secret(),
+                "FORMPUSH_ADMIN_TOKEN is not set; generated an admin token for this process"
+            );
+        }
+        if let Some(app) = &settings.bootstrap_app {
+            store::apps::upsert(
+                &pool,
+                AppUpsert {
+                    appid: &app.appid,
+                    secret: app.secret.expose_secret(),
+                    push_token: app.push_token.as_deref(),
+                    encoding_aes_key: app.encoding_aes_key.as_ref().map(|k| k.expose_secret()),
+                    send_rate_per_sec: None,
+                    token_api: None,
+                },
+            )
+            .await
+            .context("registering WECHAT_APPID")?;
+            tracing::info!(appid = %app.appid, "registered the app from WECHAT_APPID");
+        }
+        let signer = SessionSigner::new(store::keys::session_signing_key(&pool).await?);
+        let wechat = WeChatClient::new(&settings.wechat_api_base, settings.wechat_timeout)?;
+        let tokens = TokenManager::new(pool.clone(), wechat.clone());
+        let settings = Arc::new(settings);
+        let state = AppState {
+            pool: pool.clone(),
+            settings: settings.clone(),
+            signer,
+            wechat: wechat.clone(),
+            tokens: tokens.clone(),
+        };
+
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(data.clone())
+                .app_data(error::json_config())
+                .app_data(error::query_config())
+                .app_data(error::path_config())
+                .configure(api::routes)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::not_found(
+                        "not_found",
+                        "no such endpoint",
+                    ))
+                }))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .run();
+
+        let shutdown = CancellationToken::new();
+        let scheduler = if settings.scheduler_enabled {
+            let pipeline = Pipeline::new(
+                pool.clone(),
+                wechat,
+                tokens,
+                settings.send_concurrency,
+                settings.retry_backoff,
+            );
+            let scheduler = Scheduler::new(pool, pipeline, shutdown.clone());
+            let jobs = scheduler.start().await?;
+            Some((scheduler, jobs))
+        } else {
+            None
+        };
+        tracing::info!(
+            port,
+            scheduler = settings.scheduler_enabled,
+            "formpush listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            scheduler,
+            shutdown,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A token that stops the application when cancelled (tests use it; `serve` ties it
+    /// to SIGTERM / Ctrl-C).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops taking requests, lets the
+    /// senders finish or hand back their batches, and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        self.shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        let stop_http = handle.stop(true);
+        if let Some((scheduler, mut jobs)) = self.scheduler {
+            let _ = jobs.shutdown().await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, scheduler.drain())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "senders did not finish in time; their leases will hand the work on"
+                );
+            }
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop_http).await;
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}

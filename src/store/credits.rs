@@ -1,0 +1,181 @@
+//! The credit pool: formIds / prepay_ids (template messages) and subscription grants
+//! (subscribe messages). Claiming lives with the deliveries (`store::deliveries`), where it
+//! happens in the same statement that moves a delivery to `sending`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::domain::formid::Credit;
+
+/// How long consumed formIds are kept (so a re-posted one still counts as a duplicate).
+pub const CONSUMED_RETENTION_DAYS: i32 = 30;
+
+pub struct NewCredit<'a> {
+    pub user_id: i64,
+    pub credit: &'a Credit,
+}
+
+/// Stores credits in one multi-row statement; returns the values that were new (the rest
+/// were already stored for this app).
+pub async fn insert(
+    pool: &PgPool,
+    appid: &str,
+    rows: &[NewCredit<'_>],
+) -> sqlx::Result<HashSet<String>> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut user_ids = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
+    let mut kinds = Vec::with_capacity(rows.len());
+    let mut uses = Vec::with_capacity(rows.len());
+    let mut created = Vec::with_capacity(rows.len());
+    let mut expires = Vec::with_capacity(rows.len());
+    for row in rows {
+        user_ids.push(row.user_id);
+        values.push(row.credit.value.clone());
+        kinds.push(row.credit.kind.as_str().to_string());
+        uses.push(row.credit.uses);
+        created.push(row.credit.created_at);
+        expires.push(row.credit.expires_at);
+    }
+    // One array per column keeps one SQL text (one prepared statement) for any batch size.
+    let inserted = sqlx::query_scalar!(
+        r#"
+        insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
+        select $1, u, v, k, n, c, e
+        from unnest($2::bigint[], $3::text[], $4::text[], $5::smallint[], $6::timestamptz[], $7::timestamptz[])
+             as t(u, v, k, n, c, e)
+        on conflict (appid, form_id) do nothing
+        returning form_id
+        "#,
+        appid,
+        &user_ids,
+        &values,
+        &kinds,
+        &uses,
+        &created as &[DateTime<Utc>],
+        &expires as &[DateTime<Utc>],
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Adds one send per accepted template to the user's grants.
+pub async fn grant_subscriptions(
+    pool: &PgPool,
+    user_id: i64,
+    template_ids: &[String],
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"
+        insert into subscription_grants (user_id, template_id, remaining)
+        select $1, t, count(*)::int from unnest($2::text[]) as t group by t
+        on conflict (user_id, template_id) do update
+            set remaining = subscription_grants.remaining + excluded.remaining, updated_at = now()
+        "#,
+        user_id,
+        template_ids
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The user switched these templates off: nothing left to send.
+pub async fn revoke_subscriptions(
+    pool: &PgPool,
+    user_id: i64,
+    template_ids: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        update subscription_grants set remaining = 0, updated_at = now()
+        where user_id = $1 and template_id = any($2::text[]) and remaining > 0
+        "#,
+        user_id,
+        template_ids
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PoolStats {
+    pub users: i64,
+    pub users_with_valid_formid: i64,
+    pub valid_formids: i64,
+    pub expiring_within_24h: i64,
+    pub consumed: i64,
+    pub invalid: i64,
+    pub subscription_grants: i64,
+}
+
+pub async fn stats(pool: &PgPool, appid: &str) -> sqlx::Result<PoolStats> {
+    let r = sqlx::query!(
+        r#"
+        with f as (
+            select user_id, expires_at, uses_left, invalid,
+                   (uses_left > 0 and not invalid and expires_at > now()) as valid
+            from formids where appid = $1
+        )
+        select
+            (select count(*) from users where appid = $1) as "users!",
+            (select count(distinct user_id) from f where valid) as "users_with_valid_formid!",
+            (select count(*) from f where valid) as "valid_formids!",
+            (select count(*) from f where valid and expires_at < now() + interval '24 hours') as "expiring_within_24h!",
+            (select count(*) from f where uses_left = 0 and not invalid) as "consumed!",
+            (select count(*) from f where invalid) as "invalid!",
+            (select coalesce(sum(g.remaining), 0)::bigint from subscription_grants g
+               join users u on u.id = g.user_id where u.appid = $1) as "subscription_grants!"
+        "#,
+        appid
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(PoolStats {
+        users: r.users,
+        users_with_valid_formid: r.users_with_valid_formid,
+        valid_formids: r.valid_formids,
+        expiring_within_24h: r.expiring_within_24h,
+        consumed: r.consumed,
+        invalid: r.invalid,
+        subscription_grants: r.subscription_grants,
+    })
+}
+
+/// Deletes credits that can never be sent again, in short batches so no long transaction
+/// holds back vacuum. Returns how many rows went.
+pub async fn purge_dead(pool: &PgPool) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = sqlx::query!(
+            r#"
+            delete from formids where id in (
+                select id from formids
+                where expires_at < now()
+                   or ((uses_left = 0 or invalid)
+                       and coalesce(last_used_at, received_at) < now() - make_interval(days => $1))
+                limit 10000
+            )
+            "#,
+            CONSUMED_RETENTION_DAYS
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += done;
+        if done < 10000 {
+            break;
+        }
+    }
+    sqlx::query!("delete from push_events_seen where seen_at < now() - interval '1 day'")
+        .execute(pool)
+        .await?;
+    Ok(total)
+}
