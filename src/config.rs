@@ -33,6 +33,12 @@ pub struct Settings {
     pub send_concurrency: usize,
     /// First retry delay after a transient WeChat failure; doubles per attempt.
     pub retry_backoff: Duration,
+    /// An app's sender lease: another instance takes the app over this long after its
+    /// sender stopped renewing (renewed every third of it).
+    pub app_lease: Duration,
+    /// How long a delivery may stay in flight before it counts as abandoned by a dead
+    /// sender (longer than any send with its retries).
+    pub send_lease: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +109,10 @@ impl Settings {
                 "FORMPUSH_RETRY_BACKOFF_MS",
                 1_000,
             )?),
+            app_lease: Duration::from_secs(parse_or(&get, "FORMPUSH_APP_LEASE_SECS", 15)?.max(1)),
+            send_lease: Duration::from_secs(
+                parse_or(&get, "FORMPUSH_SEND_LEASE_SECS", 120)?.max(1),
+            ),
         })
     }
 }

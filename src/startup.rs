@@ -112,6 +112,8 @@ impl Application {
                 tokens,
                 settings.send_concurrency,
                 settings.retry_backoff,
+                settings.app_lease,
+                settings.send_lease,
             );
             let scheduler = Scheduler::new(pool, pipeline, shutdown.clone());
             let jobs = scheduler.start().await?;

@@ -10,7 +10,6 @@ pub mod pipeline;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::PgPool;
@@ -25,8 +24,6 @@ use pipeline::Pipeline;
 pub const TICK_SCHEDULE: &str = "*/1 * * * * *";
 /// Daily at 20:00 UTC = 04:00 Asia/Shanghai, when mini-program users are asleep.
 pub const CLEANUP_SCHEDULE: &str = "0 0 20 * * *";
-/// How long an app's sender lease lasts without renewal.
-pub const APP_LEASE_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -110,7 +107,7 @@ impl Scheduler {
             &self.pool,
             &appid,
             self.instance,
-            APP_LEASE_TTL.as_secs_f64(),
+            self.pipeline.app_lease().as_secs_f64(),
         )
         .await?
         {

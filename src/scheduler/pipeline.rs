@@ -34,8 +34,6 @@ use crate::wechat::{
 pub const MAX_SEND_ATTEMPTS: i16 = 3;
 /// A user's formIds tried per run when WeChat calls them invalid or used (41028 / 41029).
 pub const MAX_FORMIDS_PER_USER_PER_RUN: i16 = 3;
-/// How often a sender renews its app lease and looks for stranded deliveries.
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -44,6 +42,8 @@ pub struct Pipeline {
     tokens: TokenManager,
     concurrency: usize,
     retry_backoff: Duration,
+    app_lease: Duration,
+    send_lease: Duration,
 }
 
 /// Why a campaign must stop, found while sending.
@@ -222,6 +222,8 @@ impl Pipeline {
         tokens: TokenManager,
         concurrency: usize,
         retry_backoff: Duration,
+        app_lease: Duration,
+        send_lease: Duration,
     ) -> Self {
         Self {
             pool,
@@ -229,7 +231,13 @@ impl Pipeline {
             tokens,
             concurrency: concurrency.max(1),
             retry_backoff,
+            app_lease,
+            send_lease,
         }
+    }
+
+    pub fn app_lease(&self) -> Duration {
+        self.app_lease
     }
 
     /// Sends for one app while this instance holds its lease and it has running runs.
@@ -247,12 +255,12 @@ impl Pipeline {
         store::deliveries::recover_stale(&self.pool, appid).await?;
         tracing::info!(%appid, "sender started");
         while !shutdown.is_cancelled() {
-            if renewed.elapsed() >= LEASE_RENEW_EVERY {
+            if renewed.elapsed() >= self.app_lease / 3 {
                 if !store::campaigns::acquire_app_lease(
                     &self.pool,
                     appid,
                     owner,
-                    super::APP_LEASE_TTL.as_secs_f64(),
+                    self.app_lease.as_secs_f64(),
                 )
                 .await?
                 {
@@ -305,14 +313,21 @@ impl Pipeline {
         let template_kind = run.kind == "template";
         let limit = self.concurrency as i64;
         let claimed = if template_kind {
-            store::deliveries::claim_template_batch(&self.pool, run.run_id, limit, &run.formid_pick)
-                .await?
+            store::deliveries::claim_template_batch(
+                &self.pool,
+                run.run_id,
+                limit,
+                &run.formid_pick,
+                self.send_lease.as_secs_f64(),
+            )
+            .await?
         } else {
             store::deliveries::claim_subscribe_batch(
                 &self.pool,
                 run.run_id,
                 limit,
                 &run.template_id,
+                self.send_lease.as_secs_f64(),
             )
             .await?
         };

@@ -6,10 +6,6 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// How long a claimed delivery may stay `sending` before another worker treats its
-/// sender as dead. Longer than any send with its retries and rate-limit waits.
-pub const SEND_LEASE_SECS: f64 = 120.0;
-
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
@@ -33,6 +29,7 @@ pub async fn claim_template_batch(
     run_id: Uuid,
     limit: i64,
     formid_pick: &str,
+    lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
         Claimed,
@@ -84,7 +81,7 @@ pub async fn claim_template_batch(
         run_id,
         limit,
         formid_pick,
-        SEND_LEASE_SECS
+        lease_secs
     )
     .fetch_all(pool)
     .await
@@ -97,6 +94,7 @@ pub async fn claim_subscribe_batch(
     run_id: Uuid,
     limit: i64,
     template_id: &str,
+    lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
         Claimed,
@@ -128,7 +126,7 @@ pub async fn claim_subscribe_batch(
         run_id,
         limit,
         template_id,
-        SEND_LEASE_SECS
+        lease_secs
     )
     .fetch_all(pool)
     .await
