@@ -15,14 +15,22 @@ enum Command {
     Serve,
     /// Create the database if missing, apply migrations, exit.
     Migrate,
+    /// Run a local fake of WeChat's server APIs (token, jscode2session, template and
+    /// subscribe send) that follows WeChat's documented rules, to try formpush end to end.
+    Sandbox(formpush::sandbox::SandboxArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Sandbox(args)) = cli.command {
+        telemetry::init(formpush::config::LogFormat::Text);
+        return formpush::sandbox::run(args).await;
+    }
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Sandbox(_) => unreachable!("handled above"),
         Command::Serve => {
             let app = startup::Application::build(settings).await?;
             startup::cancel_on_signal(app.shutdown_token());

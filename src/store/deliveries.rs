@@ -76,7 +76,7 @@ pub async fn claim_template_batch(
         from picked p left join credit c on c.delivery_id = p.id
         where d.id = p.id
         returning d.id, d.user_id, d.openid, d.status, d.formid_id, d.form_id,
-                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars
+                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
         "#,
         run_id,
         limit,
@@ -121,7 +121,7 @@ pub async fn claim_subscribe_batch(
         from picked p left join granted gr on gr.user_id = p.user_id
         where d.id = p.id
         returning d.id, d.user_id, d.openid, d.status, d.formid_id, d.form_id,
-                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars
+                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
         "#,
         run_id,
         limit,

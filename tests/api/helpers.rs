@@ -21,10 +21,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub wechat: Sandbox,
     pub pool: PgPool,
-    pub db: PgConnectOptions,
-    shutdown: CancellationToken,
     _sandbox: SandboxServer,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // The app runs until the test's runtime ends.
+    _task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 pub struct Instance {
@@ -74,6 +73,7 @@ pub async fn spawn_app_with(
     sandbox_config: SandboxConfig,
     extra: &[(&str, &str)],
 ) -> TestApp {
+    formpush::telemetry::init(formpush::config::LogFormat::Text);
     let wechat = Sandbox::new(sandbox_config);
     wechat.add_app(APPID, SECRET);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -85,10 +85,8 @@ pub async fn spawn_app_with(
         http: reqwest::Client::new(),
         wechat,
         pool,
-        db,
-        shutdown: instance.shutdown,
         _sandbox: sandbox,
-        task: Some(instance.task),
+        _task: instance.task,
     };
     let resp = app
         .put_app(
@@ -123,13 +121,6 @@ pub async fn start_instance(
 impl TestApp {
     pub fn sandbox_url(&self) -> String {
         self._sandbox.base_url.clone()
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

@@ -23,6 +23,16 @@ async fn seed(app: &crate::helpers::TestApp, users: usize) {
     assert_eq!(resp.status(), 200);
 }
 
+/// Kills the child process when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn assert_each_user_reached_once(app: &crate::helpers::TestApp, users: usize) {
     let mut per_user: HashMap<String, usize> = HashMap::new();
     let mut form_ids = std::collections::HashSet::new();
@@ -84,20 +94,22 @@ async fn a_killed_instance_mid_campaign_is_taken_over_without_double_sends(
         db.get_port(),
         db.get_database().unwrap()
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
-        .arg("serve")
-        .env("DATABASE_URL", url)
-        .env("FORMPUSH_BIND", "127.0.0.1:0")
-        .env("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("WECHAT_API_BASE", app.sandbox_url())
-        .env("FORMPUSH_SEND_CONCURRENCY", "8")
-        .env("FORMPUSH_SEND_LEASE_SECS", "3")
-        .env("FORMPUSH_APP_LEASE_SECS", "3")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start formpush");
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("FORMPUSH_BIND", "127.0.0.1:0")
+            .env("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("WECHAT_API_BASE", app.sandbox_url())
+            .env("FORMPUSH_SEND_CONCURRENCY", "8")
+            .env("FORMPUSH_SEND_LEASE_SECS", "3")
+            .env("FORMPUSH_APP_LEASE_SECS", "3")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start formpush"),
+    );
     let id = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
@@ -110,8 +122,8 @@ async fn a_killed_instance_mid_campaign_is_taken_over_without_double_sends(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().unwrap();
     let sent_before = app.wechat.messages().len();
     assert!(sent_before < 400, "killed mid-run");
     // A new instance takes the app over once the dead one's lease runs out.
