@@ -78,6 +78,7 @@ impl Application {
             signer,
             wechat: wechat.clone(),
             tokens: tokens.clone(),
+            credit_writer: crate::store::batcher::CreditWriter::start(pool.clone()),
         };
 
         let listener = TcpListener::bind(&settings.bind)

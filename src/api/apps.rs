@@ -127,6 +127,15 @@ async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
     })
 }
 
+/// `GET /v1/apps`: every registered app, as `GET /v1/apps/{appid}` shows it.
+pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut items = Vec::new();
+    for appid in store::apps::list_ids(&state.pool).await? {
+        items.push(view(&state, &appid).await?);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
 pub async fn get_app(
     _: Admin,
     state: web::Data<AppState>,

@@ -63,12 +63,22 @@ struct Posted {
     prepay: bool,
 }
 
+/// How one call's credits get stored.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Client calls: coalesced with other concurrent calls into one insert.
+    Coalesced,
+    /// Imports: already a big batch, inserted on their own.
+    Direct,
+}
+
 /// Parses, drops repeats within the call, stores, and counts.
 async fn ingest(
     state: &AppState,
     appid: &str,
     posted: Vec<Posted>,
     now: DateTime<Utc>,
+    path: Path,
 ) -> Result<IngestAnswer, ApiError> {
     let mut answer = IngestAnswer::default();
     let mut seen = HashSet::with_capacity(posted.len());
@@ -88,25 +98,42 @@ async fn ingest(
             Ok(credit) => credits.push((p.user_id, credit)),
         }
     }
-    let rows: Vec<NewCredit> = credits
-        .iter()
-        .map(|(user_id, credit)| NewCredit {
-            user_id: *user_id,
-            credit,
-        })
-        .collect();
-    let inserted = store::credits::insert(&state.pool, appid, &rows)
-        .await
-        .map_err(|e| match &e {
-            // The token's user is gone (its app was deleted and re-created).
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                ApiError::unauthorized("invalid_session", "the session's user no longer exists")
-            }
-            _ => e.into(),
-        })?;
-    answer.accepted = inserted.len();
-    answer.duplicates += rows.len() - inserted.len();
+    let valid = credits.len();
+    let inserted = match path {
+        Path::Coalesced => state
+            .credit_writer
+            .insert(appid, credits)
+            .await
+            .map_err(|e| storage_error(&e))?
+            .len(),
+        Path::Direct => {
+            let rows: Vec<NewCredit> = credits
+                .iter()
+                .map(|(user_id, credit)| NewCredit {
+                    appid,
+                    user_id: *user_id,
+                    credit,
+                })
+                .collect();
+            store::credits::insert(&state.pool, &rows)
+                .await
+                .map_err(|e| storage_error(&e))?
+                .len()
+        }
+    };
+    answer.accepted = inserted;
+    answer.duplicates += valid - inserted;
     Ok(answer)
+}
+
+fn storage_error(e: &sqlx::Error) -> ApiError {
+    match e {
+        // The token's user is gone (its app was deleted and re-created).
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            ApiError::unauthorized("invalid_session", "the session's user no longer exists")
+        }
+        other => ApiError::Internal(anyhow::anyhow!("storing formIds: {other}")),
+    }
 }
 
 /// `POST /v1/apps/{appid}/formids` with a session token.
@@ -160,7 +187,7 @@ pub async fn collect(
             message: format!("at most {MAX_CLIENT_FORMIDS} credits per call"),
         });
     }
-    let answer = ingest(&state, &appid, posted, Utc::now()).await?;
+    let answer = ingest(&state, &appid, posted, Utc::now(), Path::Coalesced).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 
@@ -221,6 +248,6 @@ pub async fn import(
             prepay,
         });
     }
-    let answer = ingest(&state, &appid, posted, Utc::now()).await?;
+    let answer = ingest(&state, &appid, posted, Utc::now(), Path::Direct).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

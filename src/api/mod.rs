@@ -27,6 +27,7 @@ pub struct AppState {
     pub signer: SessionSigner,
     pub wechat: WeChatClient,
     pub tokens: TokenManager,
+    pub credit_writer: crate::store::batcher::CreditWriter,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/wechat/{appid}", web::post().to(wechat_push::receive))
         .service(
             web::scope("/v1")
+                .route("/apps", web::get().to(apps::list_apps))
                 .route("/apps/{appid}", web::put().to(apps::put_app))
                 .route("/apps/{appid}", web::get().to(apps::get_app))
                 .route("/apps/{appid}/stats", web::get().to(apps::stats))

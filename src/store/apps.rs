@@ -95,3 +95,10 @@ pub async fn exists(pool: &PgPool, appid: &str) -> sqlx::Result<bool> {
     .await?;
     Ok(row.exists)
 }
+
+/// Every app's id, in order.
+pub async fn list_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("select appid from apps order by appid")
+        .fetch_all(pool)
+        .await
+}

@@ -14,20 +14,21 @@ use crate::domain::formid::Credit;
 pub const CONSUMED_RETENTION_DAYS: i32 = 30;
 
 pub struct NewCredit<'a> {
+    pub appid: &'a str,
     pub user_id: i64,
     pub credit: &'a Credit,
 }
 
-/// Stores credits in one multi-row statement; returns the values that were new (the rest
-/// were already stored for this app).
+/// Stores credits of any apps in one multi-row statement; returns the (appid, value) pairs
+/// that were new (the rest were already stored). `rows` must not repeat a pair.
 pub async fn insert(
     pool: &PgPool,
-    appid: &str,
     rows: &[NewCredit<'_>],
-) -> sqlx::Result<HashSet<String>> {
+) -> sqlx::Result<HashSet<(String, String)>> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
+    let mut appids = Vec::with_capacity(rows.len());
     let mut user_ids = Vec::with_capacity(rows.len());
     let mut values = Vec::with_capacity(rows.len());
     let mut kinds = Vec::with_capacity(rows.len());
@@ -35,6 +36,7 @@ pub async fn insert(
     let mut created = Vec::with_capacity(rows.len());
     let mut expires = Vec::with_capacity(rows.len());
     for row in rows {
+        appids.push(row.appid.to_string());
         user_ids.push(row.user_id);
         values.push(row.credit.value.clone());
         kinds.push(row.credit.kind.as_str().to_string());
@@ -43,16 +45,17 @@ pub async fn insert(
         expires.push(row.credit.expires_at);
     }
     // One array per column keeps one SQL text (one prepared statement) for any batch size.
-    let inserted = sqlx::query_scalar!(
+    let inserted = sqlx::query!(
         r#"
         insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
-        select $1, u, v, k, n, c, e
-        from unnest($2::bigint[], $3::text[], $4::text[], $5::smallint[], $6::timestamptz[], $7::timestamptz[])
-             as t(u, v, k, n, c, e)
+        select a, u, v, k, n, c, e
+        from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::smallint[],
+                    $6::timestamptz[], $7::timestamptz[])
+             as t(a, u, v, k, n, c, e)
         on conflict (appid, form_id) do nothing
-        returning form_id
+        returning appid, form_id
         "#,
-        appid,
+        &appids,
         &user_ids,
         &values,
         &kinds,
@@ -62,7 +65,7 @@ pub async fn insert(
     )
     .fetch_all(pool)
     .await?;
-    Ok(inserted.into_iter().collect())
+    Ok(inserted.into_iter().map(|r| (r.appid, r.form_id)).collect())
 }
 
 /// Adds one send per accepted template to the user's grants.

@@ -2,6 +2,7 @@
 //! short transaction; none is ever held open across a WeChat call.
 
 pub mod apps;
+pub mod batcher;
 pub mod campaigns;
 pub mod credits;
 pub mod deliveries;

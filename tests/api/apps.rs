@@ -40,6 +40,21 @@ async fn put_creates_then_updates_and_get_never_shows_secrets(
     assert_eq!(body["has_token"], true);
     assert_eq!(body["has_encoding_aes_key"], true);
     assert_eq!(body["token_api"], "stable");
+    let list: Value = app
+        .admin(Method::GET, "/v1/apps")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["appid"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["wxnew", crate::helpers::APPID]);
 }
 
 #[sqlx::test]

@@ -226,3 +226,40 @@ async fn cleanup_deletes_expired_and_long_consumed_formids(_: PgPoolOptions, db:
         .unwrap();
     assert_eq!(left, vec![ids[2].clone()]);
 }
+
+#[sqlx::test]
+async fn concurrent_posts_are_each_acknowledged_and_a_shared_formid_counts_once(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        tokens.push(app.login(&format!("c-{i}")).await);
+    }
+    let shared = app.wechat.form_id(APPID, "c-0");
+    let app = &app;
+    let posts = tokens.iter().enumerate().map(|(i, token)| {
+        let own = app.wechat.form_id(APPID, &format!("c-{i}"));
+        let body = json!({ "form_ids": [own, shared] });
+        async move {
+            app.post_formids(token, &body)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+    let accepted: u64 = answers
+        .iter()
+        .map(|a| a["accepted"].as_u64().unwrap())
+        .sum();
+    let duplicates: u64 = answers
+        .iter()
+        .map(|a| a["duplicates"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, 21, "20 own formIds and the shared one once");
+    assert_eq!(duplicates, 19);
+    assert_eq!(app.stats().await["valid_formids"], 21);
+}
