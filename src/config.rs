@@ -39,6 +39,8 @@ pub struct Settings {
     /// How long a delivery may stay in flight before it counts as abandoned by a dead
     /// sender (longer than any send with its retries).
     pub send_lease: Duration,
+    /// Logins (`POST /v1/apps/{appid}/sessions`) allowed per client address per minute.
+    pub session_rate_per_min: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +112,7 @@ impl Settings {
                 1_000,
             )?),
             app_lease: Duration::from_secs(parse_or(&get, "FORMPUSH_APP_LEASE_SECS", 15)?.max(1)),
+            session_rate_per_min: parse_or(&get, "FORMPUSH_SESSION_RATE_PER_MIN", 60)?.max(1),
             send_lease: Duration::from_secs(
                 parse_or(&get, "FORMPUSH_SEND_LEASE_SECS", 120)?.max(1),
             ),

@@ -79,6 +79,10 @@ impl Application {
             wechat: wechat.clone(),
             tokens: tokens.clone(),
             credit_writer: crate::store::batcher::CreditWriter::start(pool.clone()),
+            login_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(settings.session_rate_per_min)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ))),
         };
 
         let listener = TcpListener::bind(&settings.bind)

@@ -28,6 +28,8 @@ pub struct AppState {
     pub wechat: WeChatClient,
     pub tokens: TokenManager,
     pub credit_writer: crate::store::batcher::CreditWriter,
+    /// Logins per client address: each one costs a jscode2session call to WeChat.
+    pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -18,10 +18,19 @@ pub struct LoginBody {
 
 /// `wx.login` code → WeChat `jscode2session` → openid → our session token.
 pub async fn create(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     appid: web::Path<String>,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // The direct peer: behind a reverse proxy, all clients share its address (see README).
+    if let Some(peer) = req.peer_addr() {
+        if state.login_limiter.check_key(&peer.ip()).is_err() {
+            return Err(ApiError::TooManyRequests {
+                message: "too many logins from this address; retry in a minute".into(),
+            });
+        }
+    }
     let code = body.into_inner().code;
     if code.is_empty() || code.len() > 256 {
         return Err(ApiError::invalid(

@@ -416,3 +416,83 @@ async fn each_cron_firing_is_a_new_run(_: PgPoolOptions, db: PgConnectOptions) {
     assert!(c["totals"]["sent"].as_i64().unwrap() >= 2, "{c}");
     assert!(app.wechat.messages_to(APPID, "o-cron").len() >= 2);
 }
+
+#[sqlx::test]
+async fn the_per_app_send_rate_is_never_exceeded(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    app.put_app(
+        APPID,
+        &json!({"secret": crate::helpers::SECRET, "send_rate_per_sec": 10}),
+    )
+    .await;
+    let items: Vec<Value> = (0..30)
+        .map(|i| {
+            let openid = format!("r-{i}");
+            json!({"openid": openid, "form_id": app.wechat.form_id(APPID, &openid)})
+        })
+        .collect();
+    app.import(&json!({ "items": items })).await;
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
+    app.wait_for_status(&id, "completed").await;
+    let mut times: Vec<_> = app.wechat.messages().iter().map(|m| m.at).collect();
+    times.sort();
+    assert_eq!(times.len(), 30);
+    // In any window of one second at most 10 sends, plus the limiter's initial burst of 10.
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|u| **u - *t < chrono::Duration::seconds(1))
+            .count();
+        assert!(within <= 20, "{within} sends within 1 s of {t}");
+    }
+    assert!(
+        times[29] - times[0] >= chrono::Duration::milliseconds(1800),
+        "30 sends at 10/s take about 2 s"
+    );
+}
+
+#[sqlx::test]
+async fn subscribe_sent_events_are_recorded_against_the_delivery(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let token = app.login("s-ev").await;
+    app.wechat.grant_subscription(APPID, "s-ev", "TPL_EV", 1);
+    app.http
+        .post(format!("{}/v1/apps/{APPID}/subscriptions", app.address))
+        .bearer_auth(&token)
+        .json(&json!({"results": {"TPL_EV": "accept"}}))
+        .send()
+        .await
+        .unwrap();
+    let id = app.start_campaign(subscribe_campaign("TPL_EV")).await;
+    app.wait_for_status(&id, "completed").await;
+    let delivery = &app.deliveries(&id, "status=sent").await["items"][0];
+    let msg_id = delivery["msg_id"]
+        .as_str()
+        .expect("WeChat's msgid is kept")
+        .to_string();
+    let now = Utc::now().timestamp().to_string();
+    let event = json!({
+        "ToUserName": "gh_1", "FromUserName": "s-ev", "CreateTime": now.parse::<i64>().unwrap(),
+        "MsgType": "event", "Event": "subscribe_msg_sent_event",
+        "List": {"TemplateId": "TPL_EV", "MsgID": msg_id, "ErrorCode": "0", "ErrorStatus": "success"}
+    });
+    let signature = formpush::wechat::crypto::signature(&[crate::helpers::PUSH_TOKEN, &now, "n"]);
+    let resp = app
+        .http
+        .post(format!(
+            "{}/wechat/{APPID}?signature={signature}&timestamp={now}&nonce=n",
+            app.address
+        ))
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let delivery = &app.deliveries(&id, "status=sent").await["items"][0];
+    assert_eq!(delivery["push_status"], "success");
+}

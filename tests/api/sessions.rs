@@ -91,3 +91,27 @@ async fn a_session_is_valid_on_another_instance_and_only_for_its_app(
     assert_eq!(resp.status(), 401, "tampered");
     other.stop().await;
 }
+
+#[sqlx::test]
+async fn logins_are_rate_limited_per_client_address(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = crate::helpers::spawn_app_with(
+        db,
+        Default::default(),
+        &[("FORMPUSH_SESSION_RATE_PER_MIN", "2")],
+    )
+    .await;
+    for _ in 0..2 {
+        let code = app.wechat.login_code(APPID, "o-many");
+        assert_eq!(
+            app.post_session(APPID, &json!({ "code": code }))
+                .await
+                .status(),
+            200
+        );
+    }
+    let code = app.wechat.login_code(APPID, "o-many");
+    let resp = app.post_session(APPID, &json!({ "code": code })).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+}
