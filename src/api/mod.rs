@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod auth;
 pub mod campaigns;
+pub mod console;
 pub mod formids;
 pub mod health;
 pub mod sessions;
@@ -37,6 +38,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/wechat/{appid}", web::get().to(wechat_push::verify_url))
         .route("/wechat/{appid}", web::post().to(wechat_push::receive))
+        .route("/admin", web::get().to(console::page))
+        .route("/admin/", web::get().to(console::page))
+        .route("/admin/admin.js", web::get().to(console::script))
+        .route("/admin/admin.css", web::get().to(console::style))
         .service(
             web::scope("/v1")
                 .route("/apps", web::get().to(apps::list_apps))

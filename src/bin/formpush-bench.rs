@@ -1,0 +1,1713 @@
+//! `formpush-bench`: the benchmark harness (run it with `scripts/bench`, see BENCHMARKS.md).
+//!
+//! Measures, in one run on the local machine:
+//! - (e) this machine's Postgres limit: `pgbench` running a single-row formId INSERT and a
+//!   single-user claim UPDATE against the real schema (migrated from `migrations/`);
+//! - (c) claim-and-consume: the production claim SQL
+//!   (`store::deliveries::claim_template_batch`) from N concurrent tasks over a run of
+//!   `--users` users holding 5 formIds each;
+//! - (a) client formId ingestion through the release `formpush serve` binary: 64 concurrent
+//!   keep-alive connections, one formId per request;
+//! - (b) admin bulk import, 10,000 items per request;
+//! - (d) end-to-end template campaigns to `--users` users against the in-process WeChat
+//!   sandbox answering after 0 ms and after 50 ms;
+//!
+//! and samples the service's resident memory (VmRSS / VmHWM) throughout. It prints a table
+//! with ratios to pgbench and PASS/MISS per target; a miss never fails the process (this is a
+//! measurement). The process fails only when the harness itself cannot run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use formpush::sandbox::{Sandbox, SandboxConfig};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+const SECRET: &str = "bench-secret";
+const APP_INGEST: &str = "wxbenchingest";
+const APP_IMPORT: &str = "wxbenchimport";
+const APP_CLAIM: &str = "wxbenchclaim";
+const APP_PGBENCH: &str = "wxbenchpg";
+const TEMPLATE: &str = "TPL_BENCH";
+
+/// Benchmark formpush on this machine and compare it with pgbench (see BENCHMARKS.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "formpush-bench")]
+struct Args {
+    /// Tiny sizes and short durations, no meaningful numbers (for CI).
+    #[arg(long)]
+    quick: bool,
+    /// Users in the claim benchmark and in each campaign [default: 100000; quick: 1000].
+    #[arg(long)]
+    users: Option<usize>,
+    /// Also write the results as a markdown section to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The formpush binary to benchmark.
+    #[arg(long, default_value = "target/release/formpush")]
+    formpush_bin: PathBuf,
+    /// Postgres server (no database name); the databases formpush_bench* are dropped and
+    /// recreated on it.
+    #[arg(long, env = "PG_URL_BASE")]
+    pg_url_base: String,
+    /// Phases to run, comma-separated: pgbench, claim, ingest, import, campaign.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pgbench,claim,ingest,import,campaign"
+    )]
+    phases: Vec<String>,
+    /// Measured seconds of formId ingestion (after a warm-up) [default: 20; quick: 2].
+    #[arg(long)]
+    ingest_secs: Option<u64>,
+    /// Concurrent keep-alive connections posting formIds.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Logged-in users the ingestion connections post for (at least one per connection).
+    #[arg(long, default_value_t = 256)]
+    ingest_users: usize,
+    /// Import requests [default: 20; quick: 2].
+    #[arg(long)]
+    import_batches: Option<usize>,
+    /// Items per import request (the API's maximum is 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    import_batch_size: usize,
+    /// Import requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    import_concurrency: usize,
+    /// Concurrent tasks calling claim_template_batch.
+    #[arg(long, default_value_t = 4)]
+    claim_tasks: usize,
+    /// Deliveries per claim_template_batch call (the service claims FORMPUSH_SEND_CONCURRENCY,
+    /// default 256).
+    #[arg(long, default_value_t = 256)]
+    claim_batch: i64,
+    /// Seconds of each pgbench run [default: 20; quick: 2].
+    #[arg(long)]
+    pgbench_secs: Option<u64>,
+    /// pgbench clients for the single-row INSERT (64, as the ingestion connections).
+    #[arg(long, default_value_t = 64)]
+    pgbench_insert_clients: u32,
+    /// pgbench clients for the single claim UPDATE.
+    #[arg(long, default_value_t = 16)]
+    pgbench_claim_clients: u32,
+    /// Sandbox (fake WeChat) latencies for the campaign runs, in milliseconds.
+    #[arg(long, value_delimiter = ',', default_value = "0,50")]
+    latencies_ms: Vec<u64>,
+    /// Give up waiting for one campaign after this many seconds [default: 300; quick: 60].
+    #[arg(long)]
+    campaign_timeout_secs: Option<u64>,
+    /// Keep the benchmark databases afterwards (for inspection).
+    #[arg(long)]
+    keep_db: bool,
+}
+
+/// Sizes after applying `--quick` and the explicit flags.
+#[derive(Debug, Clone)]
+struct Plan {
+    users: usize,
+    ingest_secs: u64,
+    ingest_warmup: Duration,
+    import_batches: usize,
+    pgbench_secs: u64,
+    campaign_timeout: Duration,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Self {
+        let q = args.quick;
+        Plan {
+            users: args.users.unwrap_or(if q { 1_000 } else { 100_000 }).max(1),
+            ingest_secs: args.ingest_secs.unwrap_or(if q { 2 } else { 20 }).max(1),
+            ingest_warmup: Duration::from_millis(if q { 300 } else { 2_000 }),
+            import_batches: args.import_batches.unwrap_or(if q { 2 } else { 20 }).max(1),
+            pgbench_secs: args.pgbench_secs.unwrap_or(if q { 2 } else { 20 }).max(1),
+            campaign_timeout: Duration::from_secs(
+                args.campaign_timeout_secs
+                    .unwrap_or(if q { 60 } else { 300 }),
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Miss,
+    Info,
+    Error,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "",
+            Verdict::Error => "ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    id: &'static str,
+    what: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    verdict: Verdict,
+}
+
+impl Row {
+    fn info(id: &'static str, what: impl Into<String>, value: impl Into<String>) -> Self {
+        Row {
+            id,
+            what: what.into(),
+            value: value.into(),
+            baseline: String::new(),
+            ratio: String::new(),
+            target: String::new(),
+            verdict: Verdict::Info,
+        }
+    }
+
+    fn error(id: &'static str, what: impl Into<String>, err: &anyhow::Error) -> Self {
+        let mut r = Row::info(id, what, format!("error: {err:#}"));
+        r.verdict = Verdict::Error;
+        r
+    }
+
+    /// A value checked against a minimum.
+    fn at_least(
+        id: &'static str,
+        what: impl Into<String>,
+        value: f64,
+        unit: &str,
+        min: f64,
+        quick: bool,
+    ) -> Self {
+        Row {
+            id,
+            what: what.into(),
+            value: format!("{} {unit}", fmt_num(value)),
+            baseline: String::new(),
+            ratio: String::new(),
+            target: format!("≥ {} {unit}", fmt_num(min)),
+            verdict: judge(value >= min, quick),
+        }
+    }
+}
+
+fn judge(ok: bool, quick: bool) -> Verdict {
+    if quick {
+        Verdict::Info
+    } else if ok {
+        Verdict::Pass
+    } else {
+        Verdict::Miss
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    /// pgbench transactions/s by script name ("insert", "claim").
+    pgbench: BTreeMap<&'static str, f64>,
+}
+
+impl Report {
+    fn push(&mut self, row: Row) {
+        println!(
+            "  -> {} {}: {} {} {}",
+            row.id,
+            row.what,
+            row.value,
+            row.ratio,
+            row.verdict.as_str()
+        );
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        println!("  note: {note}");
+        self.notes.push(note);
+    }
+
+    fn markdown(&self, machine: &Machine, command: &str) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("### Run of {}\n\n", machine.date));
+        s.push_str(&format!("Command: `{command}`\n\n"));
+        s.push_str(&format!(
+            "Machine: {} cores ({}), {} RAM, {}; git {}\n\n",
+            machine.nproc, machine.cpu, machine.memory, machine.postgres, machine.git
+        ));
+        s.push_str("| | measurement | result | pgbench | ratio | target | verdict |\n");
+        s.push_str("|---|---|---|---|---|---|---|\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r.id,
+                r.what,
+                r.value.replace('|', "/"),
+                r.baseline,
+                r.ratio,
+                r.target,
+                r.verdict.as_str()
+            ));
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+            for n in &self.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+        }
+        s
+    }
+
+    fn print_table(&self) {
+        let headers = [
+            "", "measurement", "result", "pgbench", "ratio", "target", "verdict",
+        ];
+        let cells: Vec<[String; 7]> = self
+            .rows
+            .iter()
+            .map(|r| {
+                [
+                    r.id.to_string(),
+                    r.what.clone(),
+                    r.value.clone(),
+                    r.baseline.clone(),
+                    r.ratio.clone(),
+                    r.target.clone(),
+                    r.verdict.as_str().to_string(),
+                ]
+            })
+            .collect();
+        let mut widths = headers.map(|h| h.chars().count());
+        for row in &cells {
+            for (w, c) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cols: Vec<&str>| {
+            let parts: Vec<String> = cols
+                .iter()
+                .zip(widths.iter())
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+                .collect();
+            println!("{}", parts.join(" | ").trim_end());
+        };
+        println!();
+        line(headers.to_vec());
+        println!(
+            "{}",
+            widths
+                .iter()
+                .map(|w| "-".repeat(*w))
+                .collect::<Vec<_>>()
+                .join("-+-")
+        );
+        for row in &cells {
+            line(row.iter().map(String::as_str).collect());
+        }
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if v.abs() >= 100.0 {
+        let n = v.round() as i64;
+        let digits = n.abs().to_string();
+        let mut out = String::new();
+        for (i, ch) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        if n < 0 {
+            format!("-{out}")
+        } else {
+            out
+        }
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Machine
+
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    memory: String,
+    postgres: String,
+    date: String,
+    git: String,
+}
+
+async fn machine(pg_url_base: &str) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let postgres = match PgConnection::connect(&format!("{pg_url_base}/postgres")).await {
+        Ok(mut c) => {
+            let v: Result<String, _> = sqlx::query_scalar("show server_version")
+                .fetch_one(&mut c)
+                .await;
+            let sync: Result<String, _> = sqlx::query_scalar("show synchronous_commit")
+                .fetch_one(&mut c)
+                .await;
+            let _ = c.close().await;
+            format!(
+                "PostgreSQL {} (synchronous_commit={})",
+                v.unwrap_or_else(|_| "?".into()),
+                sync.unwrap_or_else(|_| "?".into())
+            )
+        }
+        Err(_) => "PostgreSQL ?".into(),
+    };
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into());
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu,
+        memory,
+        postgres,
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        git: if dirty { format!("{git} + local changes") } else { git },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Databases
+
+fn db_url(base: &str, name: &str) -> String {
+    format!("{}/{name}", base.trim_end_matches('/'))
+}
+
+async fn recreate_db(base: &str, name: &str) -> anyhow::Result<String> {
+    drop_db(base, name).await?;
+    let mut c = PgConnection::connect(&db_url(base, "postgres"))
+        .await
+        .context("connecting to Postgres (PG_URL_BASE)")?;
+    sqlx::raw_sql(&format!("create database {name}"))
+        .execute(&mut c)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    let _ = c.close().await;
+    Ok(db_url(base, name))
+}
+
+async fn drop_db(base: &str, name: &str) -> anyhow::Result<()> {
+    let mut c = PgConnection::connect(&db_url(base, "postgres"))
+        .await
+        .context("connecting to Postgres (PG_URL_BASE)")?;
+    sqlx::raw_sql(&format!("drop database if exists {name} with (force)"))
+        .execute(&mut c)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    let _ = c.close().await;
+    Ok(())
+}
+
+/// A freshly created and migrated database with a small pool.
+async fn fresh_migrated(base: &str, name: &str, connections: u32) -> anyhow::Result<PgPool> {
+    let url = recreate_db(base, name).await?;
+    formpush::db::prepare(&url, connections).await
+}
+
+// ---------------------------------------------------------------------------------------
+// (e) pgbench
+
+fn find_pgbench() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("pgbench");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let p = e.path().join("bin/pgbench");
+            p.is_file().then_some((v, p))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p)
+}
+
+const PGBENCH_INSERT: &str = r#"\set u random(:umin, :umax)
+insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
+values (:'appid', :u, md5(random()::text), 'formid', 1, now(), now() + interval '7 days')
+on conflict (appid, form_id) do nothing
+returning form_id;
+"#;
+
+const PGBENCH_CLAIM: &str = r#"\set u random(:umin, :umax)
+update formids set uses_left = uses_left - 1, last_used_at = now()
+where id = (select id from formids
+            where user_id = :u and uses_left > 0 and not invalid
+              and expires_at > now() + interval '1 minute'
+            order by created_at desc
+            limit 1
+            for update skip locked);
+"#;
+
+struct PgbenchResult {
+    tps: f64,
+    latency_ms: Option<f64>,
+}
+
+async fn run_pgbench(
+    pgbench: &Path,
+    script: &Path,
+    url: &str,
+    clients: u32,
+    secs: u64,
+    vars: &[(&str, String)],
+) -> anyhow::Result<PgbenchResult> {
+    let mut cmd = tokio::process::Command::new(pgbench);
+    cmd.arg("-n")
+        .arg("-M")
+        .arg("prepared")
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-j")
+        .arg("2")
+        .arg("-T")
+        .arg(secs.to_string())
+        .arg("-f")
+        .arg(script);
+    for (k, v) in vars {
+        cmd.arg("-D").arg(format!("{k}={v}"));
+    }
+    cmd.arg(url).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(secs + 120), cmd.output())
+        .await
+        .context("pgbench did not finish")?
+        .context("running pgbench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let tps = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no tps in pgbench output:\n{stdout}"))?;
+    let latency_ms = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("latency average = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    Ok(PgbenchResult { tps, latency_ms })
+}
+
+/// Seeds `users` users of `appid` with `per_user` usable formIds each (created a minute
+/// apart, freshest last), in set-based multi-row inserts. Returns the users' id range.
+async fn seed_users_and_formids(
+    pool: &PgPool,
+    appid: &str,
+    prefix: &str,
+    users: usize,
+    per_user: i32,
+) -> anyhow::Result<(i64, i64)> {
+    sqlx::query(
+        "insert into apps (appid, secret, send_rate_per_sec) values ($1, $2, 100000)
+         on conflict (appid) do nothing",
+    )
+    .bind(appid)
+    .bind(SECRET)
+    .execute(pool)
+    .await?;
+    // Chunks keep each statement's transaction short.
+    let chunk = 50_000usize;
+    let mut start = 0usize;
+    while start < users {
+        let end = (start + chunk).min(users);
+        sqlx::query(
+            "insert into users (appid, openid)
+             select $1, $2 || g from generate_series($3::bigint, $4::bigint) g",
+        )
+        .bind(appid)
+        .bind(prefix)
+        .bind(start as i64)
+        .bind(end as i64 - 1)
+        .execute(pool)
+        .await?;
+        start = end;
+    }
+    let (min, max): (i64, i64) =
+        sqlx::query_as("select min(id), max(id) from users where appid = $1")
+            .bind(appid)
+            .fetch_one(pool)
+            .await?;
+    if per_user > 0 {
+        let mut lo = min;
+        while lo <= max {
+            let hi = (lo + chunk as i64 - 1).min(max);
+            sqlx::query(
+                "insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
+                 select $1, u.id, md5(u.id::text || '-' || k), 'formid', 1,
+                        now() - make_interval(mins => $2 - k),
+                        now() - make_interval(mins => $2 - k) + interval '7 days'
+                 from users u cross join generate_series(1, $2) k
+                 where u.appid = $1 and u.id between $3 and $4",
+            )
+            .bind(appid)
+            .bind(per_user)
+            .bind(lo)
+            .bind(hi)
+            .execute(pool)
+            .await?;
+            lo = hi + 1;
+        }
+    }
+    sqlx::raw_sql("vacuum analyze").execute(pool).await?;
+    Ok((min, max))
+}
+
+async fn phase_pgbench(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let Some(pgbench) = find_pgbench() else {
+        report.note("pgbench not found (PATH, /usr/lib/postgresql/*/bin): (e) skipped, no ratios");
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("formpush-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let insert_script = dir.join("insert.sql");
+    let claim_script = dir.join("claim.sql");
+    std::fs::write(&insert_script, PGBENCH_INSERT)?;
+    std::fs::write(&claim_script, PGBENCH_CLAIM)?;
+
+    let name = "formpush_bench_pg";
+    let pool = fresh_migrated(&args.pg_url_base, name, 2).await?;
+    let url = db_url(&args.pg_url_base, name);
+
+    // Single-row INSERT into the real formids table (all its indexes, the FK to users).
+    let (umin, umax) = seed_users_and_formids(&pool, APP_PGBENCH, "pgi-", 1_000, 0).await?;
+    let secs = plan.pgbench_secs;
+    println!(
+        "(e) pgbench single-row INSERT: -c {} -j 2 -T {secs}",
+        args.pgbench_insert_clients
+    );
+    let insert = run_pgbench(
+        &pgbench,
+        &insert_script,
+        &url,
+        args.pgbench_insert_clients,
+        secs,
+        &[
+            ("appid", APP_PGBENCH.to_string()),
+            ("umin", umin.to_string()),
+            ("umax", umax.to_string()),
+        ],
+    )
+    .await;
+    match insert {
+        Ok(r) => {
+            report.pgbench.insert("insert", r.tps);
+            let mut row = Row::info(
+                "e",
+                format!(
+                    "pgbench single-row formId INSERT (-c {})",
+                    args.pgbench_insert_clients
+                ),
+                format!("{} tps", fmt_num(r.tps)),
+            );
+            if let Some(l) = r.latency_ms {
+                row.value.push_str(&format!(", avg {l:.2} ms"));
+            }
+            report.push(row);
+        }
+        Err(e) => report.push(Row::error("e", "pgbench single-row INSERT", &e)),
+    }
+
+    // Single claim UPDATE over users × 5 formIds, as in (c).
+    let claim_users = plan.users;
+    let (cmin, cmax) = seed_users_and_formids(&pool, APP_PGBENCH, "pgc-", claim_users, 5)
+        .await
+        .map(|(_, max)| (umax + 1, max))?;
+    println!(
+        "(e) pgbench single claim UPDATE over {claim_users} users x 5 formIds: -c {} -j 2 -T {secs}",
+        args.pgbench_claim_clients
+    );
+    let claim = run_pgbench(
+        &pgbench,
+        &claim_script,
+        &url,
+        args.pgbench_claim_clients,
+        secs,
+        &[("umin", cmin.to_string()), ("umax", cmax.to_string())],
+    )
+    .await;
+    match claim {
+        Ok(r) => {
+            report.pgbench.insert("claim", r.tps);
+            let mut row = Row::info(
+                "e",
+                format!(
+                    "pgbench single claim UPDATE (-c {})",
+                    args.pgbench_claim_clients
+                ),
+                format!("{} tps", fmt_num(r.tps)),
+            );
+            if let Some(l) = r.latency_ms {
+                row.value.push_str(&format!(", avg {l:.2} ms"));
+            }
+            report.push(row);
+        }
+        Err(e) => report.push(Row::error("e", "pgbench single claim UPDATE", &e)),
+    }
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !args.keep_db {
+        drop_db(&args.pg_url_base, name).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// (c) claim-and-consume with the production SQL
+
+async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let name = "formpush_bench_claim";
+    let tasks = args.claim_tasks.max(1);
+    let pool = fresh_migrated(&args.pg_url_base, name, tasks as u32 + 1).await?;
+    let users = plan.users;
+    println!("(c) seeding {users} users x 5 formIds, a run and its deliveries");
+    let seed_started = Instant::now();
+    seed_users_and_formids(&pool, APP_CLAIM, "c-", users, 5).await?;
+    let campaign_id = Uuid::new_v4();
+    let run_id = Uuid::new_v4();
+    // Status 'running' but no scheduler runs on this database: only the tasks below claim.
+    sqlx::query(
+        "insert into campaigns (id, appid, name, kind, template_id, data, audience_type,
+                                schedule, timezone, status)
+         values ($1, $2, 'claim bench', 'template', $3, '{}'::jsonb, 'all',
+                 '{\"type\":\"now\"}'::jsonb, 'Asia/Shanghai', 'running')",
+    )
+    .bind(campaign_id)
+    .bind(APP_CLAIM)
+    .bind(TEMPLATE)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
+         values ($1, $2, $3, now(), 'running')",
+    )
+    .bind(run_id)
+    .bind(campaign_id)
+    .bind(APP_CLAIM)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "insert into deliveries (run_id, campaign_id, user_id, openid)
+         select $1, $2, id, openid from users where appid = $3",
+    )
+    .bind(run_id)
+    .bind(campaign_id)
+    .bind(APP_CLAIM)
+    .execute(&pool)
+    .await?;
+    sqlx::raw_sql("vacuum analyze").execute(&pool).await?;
+    println!(
+        "(c) seeded in {:.1} s; claiming with {tasks} tasks x {} per call",
+        seed_started.elapsed().as_secs_f64(),
+        args.claim_batch
+    );
+
+    let max_calls = users as i64 / args.claim_batch.max(1) + 1_000;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let pool = pool.clone();
+        let limit = args.claim_batch.max(1);
+        handles.push(tokio::spawn(async move {
+            let mut claimed = 0u64;
+            let mut other = 0u64;
+            let mut calls = 0u64;
+            for _ in 0..max_calls {
+                let batch = formpush::store::deliveries::claim_template_batch(
+                    &pool, run_id, limit, "freshest", 120.0,
+                )
+                .await?;
+                calls += 1;
+                if batch.is_empty() {
+                    break;
+                }
+                for d in &batch {
+                    if d.status == "sending" {
+                        claimed += 1;
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+            Ok::<_, sqlx::Error>((claimed, other, calls))
+        }));
+    }
+    let mut claimed = 0u64;
+    let mut other = 0u64;
+    let mut calls = 0u64;
+    for h in handles {
+        let (c, o, n) = h.await??;
+        claimed += c;
+        other += o;
+        calls += n;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let consumed: i64 = sqlx::query_scalar(
+        "select count(*) from formids f join users u on u.id = f.user_id
+         where u.appid = $1 and f.uses_left = 0",
+    )
+    .bind(APP_CLAIM)
+    .fetch_one(&pool)
+    .await?;
+    let rate = claimed as f64 / elapsed;
+    let mut row = Row::info(
+        "c",
+        format!(
+            "claim-and-consume, claim_template_batch ({tasks} tasks x {})",
+            args.claim_batch
+        ),
+        format!(
+            "{} claims/s ({} in {:.2} s, {calls} calls)",
+            fmt_num(rate),
+            fmt_num(claimed as f64),
+            elapsed
+        ),
+    );
+    ratio_to(
+        &mut row,
+        rate,
+        report.pgbench.get("claim").copied(),
+        5.0,
+        args.quick,
+    );
+    report.push(row);
+    if claimed != users as u64 || other != 0 || consumed != users as i64 {
+        report.note(format!(
+            "(c) expected {users} claims: got {claimed} sending, {other} without a formId, {consumed} formIds consumed"
+        ));
+    }
+    pool.close().await;
+    if !args.keep_db {
+        drop_db(&args.pg_url_base, name).await?;
+    }
+    Ok(())
+}
+
+fn ratio_to(row: &mut Row, value: f64, baseline: Option<f64>, min_ratio: f64, quick: bool) {
+    row.target = format!("≥ {min_ratio:.1}× pgbench");
+    match baseline {
+        Some(b) if b > 0.0 => {
+            let ratio = value / b;
+            row.baseline = format!("{} tps", fmt_num(b));
+            row.ratio = format!("{ratio:.2}×");
+            row.verdict = judge(ratio >= min_ratio, quick);
+        }
+        _ => {
+            row.baseline = "n/a".into();
+            row.ratio = "n/a".into();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The service under test
+
+/// Watches the service's resident memory: `VmRSS` sampled every 100 ms, `VmHWM` at stop.
+#[derive(Clone, Default)]
+struct MemWatch {
+    pid: Arc<AtomicU32>,
+    max_rss_kb: Arc<AtomicU64>,
+    max_hwm_kb: Arc<AtomicU64>,
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+impl MemWatch {
+    fn start(&self, stop: tokio_util::sync::CancellationToken) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                me.sample();
+            }
+        });
+    }
+
+    fn sample(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid == 0 {
+            return;
+        }
+        if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
+            self.max_rss_kb.fetch_max(kb, Ordering::SeqCst);
+        }
+        if let Some(kb) = proc_status_kb(pid, "VmHWM:") {
+            self.max_hwm_kb.fetch_max(kb, Ordering::SeqCst);
+        }
+    }
+
+    fn max_mib(&self) -> f64 {
+        let kb = self
+            .max_rss_kb
+            .load(Ordering::SeqCst)
+            .max(self.max_hwm_kb.load(Ordering::SeqCst));
+        kb as f64 / 1024.0
+    }
+}
+
+struct Service {
+    child: tokio::process::Child,
+    base: String,
+    admin_token: String,
+    log: PathBuf,
+    mem: MemWatch,
+    http: reqwest::Client,
+}
+
+impl Service {
+    async fn start(
+        bin: &Path,
+        database_url: &str,
+        wechat_base: &str,
+        workdir: &Path,
+        mem: &MemWatch,
+        tag: &str,
+    ) -> anyhow::Result<Service> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let admin_token = format!("bench-admin-{}", Uuid::new_v4().simple());
+        let log = workdir.join(format!("formpush-{tag}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let bin = std::fs::canonicalize(bin).with_context(|| {
+            format!(
+                "{} not found: build it with cargo build --release",
+                bin.display()
+            )
+        })?;
+        let mut child = tokio::process::Command::new(&bin)
+            .arg("serve")
+            // Its own directory, so no developer .env is read.
+            .current_dir(workdir)
+            .env("DATABASE_URL", database_url)
+            .env("FORMPUSH_BIND", format!("127.0.0.1:{port}"))
+            .env("FORMPUSH_ADMIN_TOKEN", &admin_token)
+            .env("WECHAT_API_BASE", wechat_base)
+            .env("FORMPUSH_SCHEDULER", "on")
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().unwrap_or(0);
+        mem.pid.store(pid, Ordering::SeqCst);
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "formpush serve exited at start ({status}); log:\n{}",
+                    tail(&log)
+                );
+            }
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("formpush serve not ready after 60 s; log:\n{}", tail(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Service {
+            child,
+            base,
+            admin_token,
+            log,
+            mem: mem.clone(),
+            http,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.mem.pid.load(Ordering::SeqCst)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.mem.sample();
+        let pid = self.pid();
+        self.mem.pid.store(0, Ordering::SeqCst);
+        if pid != 0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("{path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn put_app(&self, appid: &str) -> anyhow::Result<()> {
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/v1/apps/{appid}"),
+            Some(&json!({"secret": SECRET, "send_rate_per_sec": 100000})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Posts one import request (a prepared JSON body); returns the accepted count.
+    async fn import(&self, appid: &str, body: Vec<u8>) -> anyhow::Result<u64> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/apps/{appid}/formids:import", self.base))
+            .bearer_auth(&self.admin_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("import: {status}: {text}");
+        }
+        let v: Value = serde_json::from_str(&text)?;
+        Ok(v["accepted"].as_u64().unwrap_or(0))
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// An in-process fake WeChat answering after `latency_ms`.
+struct FakeWeChat {
+    sandbox: Sandbox,
+    server: formpush::sandbox::SandboxServer,
+}
+
+impl FakeWeChat {
+    fn start(latency_ms: u64, apps: &[&str]) -> anyhow::Result<Self> {
+        let sandbox = Sandbox::new(SandboxConfig {
+            latency: Duration::from_millis(latency_ms),
+            ..SandboxConfig::default()
+        });
+        for app in apps {
+            sandbox.add_app(app, SECRET);
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let server = sandbox.serve(listener)?;
+        Ok(FakeWeChat { sandbox, server })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// (a) client ingestion over raw keep-alive HTTP/1.1
+
+/// One keep-alive HTTP/1.1 connection with just enough of a client for this benchmark:
+/// one request in flight, `Content-Length` bodies (what actix answers with).
+struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl RawConn {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RawConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends one request, returns the status and the body.
+    async fn roundtrip(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        let mut header_end = None;
+        let mut total = usize::MAX;
+        // Bounded: a response larger than 1 MiB is an error.
+        while self.buf.len() < total {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed by the server");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if self.buf.len() > 1 << 20 {
+                bail!("response too large");
+            }
+            if header_end.is_none() {
+                if let Some(end) = find_subslice(&self.buf, b"\r\n\r\n") {
+                    let head = std::str::from_utf8(&self.buf[..end])?;
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .ok_or_else(|| anyhow!("response without Content-Length: {head}"))?;
+                    header_end = Some(end);
+                    total = end + 4 + len;
+                }
+            }
+        }
+        let end = header_end.ok_or_else(|| anyhow!("no response header"))?;
+        let status_line = std::str::from_utf8(&self.buf[..end])?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+        Ok((status, self.buf[end + 4..total].to_vec()))
+    }
+}
+
+#[derive(Default)]
+struct IngestTally {
+    accepted: u64,
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies_us: Vec<u32>,
+}
+
+async fn login_users(
+    svc: &Service,
+    wechat: &FakeWeChat,
+    appid: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut tokens = Vec::with_capacity(count);
+    let mut pending = futures::stream::FuturesOrdered::new();
+    use futures::StreamExt;
+    for i in 0..count {
+        let code = wechat.sandbox.login_code(appid, &format!("ingest-{i}"));
+        let http = svc.http.clone();
+        let url = format!("{}/v1/apps/{appid}/sessions", svc.base);
+        pending.push_back(async move {
+            let resp = http.post(url).json(&json!({"code": code})).send().await?;
+            let status = resp.status();
+            let v: Value = resp.json().await?;
+            if !status.is_success() {
+                bail!("login: {status}: {v}");
+            }
+            v["token"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("login answer without token: {v}"))
+        });
+        if pending.len() >= 16 {
+            if let Some(t) = pending.next().await {
+                tokens.push(t?);
+            }
+        }
+    }
+    while let Some(t) = pending.next().await {
+        tokens.push(t?);
+    }
+    Ok(tokens)
+}
+
+async fn phase_ingest(
+    args: &Args,
+    plan: &Plan,
+    svc: &Service,
+    wechat: &FakeWeChat,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let conns = args.connections.max(1);
+    let users = args.ingest_users.max(conns);
+    svc.put_app(APP_INGEST).await?;
+    println!("(a) logging in {users} users through the sandbox");
+    let tokens = login_users(svc, wechat, APP_INGEST, users).await?;
+    let addr = svc.base.trim_start_matches("http://").to_string();
+    let warmup = plan.ingest_warmup;
+    let measure = Duration::from_secs(plan.ingest_secs);
+    println!(
+        "(a) {conns} keep-alive connections, one formId per request, {:.1} s warm-up + {} s",
+        warmup.as_secs_f64(),
+        plan.ingest_secs
+    );
+    let nonce: u32 = rand::random();
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let deadline = measure_from + measure;
+    let mut handles = Vec::new();
+    for c in 0..conns {
+        let my_tokens: Vec<String> = tokens.iter().skip(c).step_by(conns).cloned().collect();
+        let addr = addr.clone();
+        handles.push(tokio::spawn(async move {
+            let mut tally = IngestTally {
+                latencies_us: Vec::with_capacity(65_536),
+                ..IngestTally::default()
+            };
+            let mut conn = RawConn::connect(&addr).await?;
+            let mut counter: u64 = 0;
+            // Bounded by the deadline; the iteration cap is a safety net.
+            while Instant::now() < deadline && counter < 100_000_000 {
+                counter += 1;
+                let token = &my_tokens[(counter as usize) % my_tokens.len()];
+                let form_id = format!("{nonce:08x}{:08x}{counter:016x}", c as u32);
+                let body = format!("{{\"form_id\":\"{form_id}\"}}");
+                let request = format!(
+                    "POST /v1/apps/{APP_INGEST}/formids HTTP/1.1\r\nHost: {addr}\r\n\
+                     Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let t0 = Instant::now();
+                let result = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    conn.roundtrip(request.as_bytes()),
+                )
+                .await
+                .map_err(|_| anyhow!("request timed out"))
+                .and_then(|r| r);
+                let counted = t0 >= measure_from;
+                match result {
+                    Ok((200, body)) => {
+                        if counted {
+                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            tally.accepted += v["accepted"].as_u64().unwrap_or(0);
+                            tally.requests += 1;
+                            let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                            tally.latencies_us.push(us);
+                        }
+                    }
+                    Ok((status, body)) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| {
+                            format!("{status}: {}", String::from_utf8_lossy(&body))
+                        });
+                    }
+                    Err(e) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| e.to_string());
+                        conn = RawConn::connect(&addr).await?;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(tally)
+        }));
+    }
+    let mut total = IngestTally::default();
+    for h in handles {
+        let t = h.await??;
+        total.accepted += t.accepted;
+        total.requests += t.requests;
+        total.errors += t.errors;
+        if total.first_error.is_none() {
+            total.first_error = t.first_error;
+        }
+        total.latencies_us.extend(t.latencies_us);
+    }
+    let elapsed = measure_from.elapsed().as_secs_f64();
+    total.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if total.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((total.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        total.latencies_us[idx] as f64 / 1000.0
+    };
+    let rate = total.accepted as f64 / elapsed;
+    let mut row = Row::info(
+        "a",
+        format!("client formId ingestion ({conns} connections, 1 formId/request)"),
+        format!("{} accepted/s", fmt_num(rate)),
+    );
+    ratio_to(
+        &mut row,
+        rate,
+        report.pgbench.get("insert").copied(),
+        1.0,
+        args.quick,
+    );
+    report.push(row);
+    report.push(Row::info(
+        "a",
+        "ingestion latency p50 / p99 / max",
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        ),
+    ));
+    if total.errors > 0 || total.accepted != total.requests {
+        report.note(format!(
+            "(a) {} requests counted, {} accepted, {} errors (first: {})",
+            total.requests,
+            total.accepted,
+            total.errors,
+            total.first_error.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// (b) admin bulk import
+
+fn import_body(items: impl Iterator<Item = (String, String)>) -> Vec<u8> {
+    let items: Vec<Value> = items
+        .map(|(openid, form_id)| json!({"openid": openid, "form_id": form_id}))
+        .collect();
+    serde_json::to_vec(&json!({ "items": items })).expect("JSON encoding")
+}
+
+async fn phase_import(
+    args: &Args,
+    plan: &Plan,
+    svc: &Service,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    svc.put_app(APP_IMPORT).await?;
+    let size = args.import_batch_size.clamp(1, 10_000);
+    let batches = plan.import_batches;
+    let nonce: u32 = rand::random();
+    // Each batch: size formIds for size/5 users (new users: the import upserts them).
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .map(|b| {
+            import_body((0..size).map(move |i| {
+                let n = (b * size + i) as u64;
+                (
+                    format!("imp-{}", n / 5),
+                    format!("{nonce:08x}{:08x}{n:016x}", 0xffff_fff0u32),
+                )
+            }))
+        })
+        .collect();
+    println!(
+        "(b) importing {batches} x {size} items ({} KiB per body), {} in flight",
+        bodies[0].len() / 1024,
+        args.import_concurrency.max(1)
+    );
+    use futures::StreamExt;
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<u64>> = futures::stream::iter(bodies)
+        .map(|body| svc.import(APP_IMPORT, body))
+        .buffer_unordered(args.import_concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut accepted = 0u64;
+    for r in results {
+        accepted += r?;
+    }
+    let rate = accepted as f64 / elapsed;
+    let mut row = Row::at_least(
+        "b",
+        format!("admin bulk import ({size} items/request)"),
+        rate,
+        "rows/s",
+        100_000.0,
+        args.quick,
+    );
+    row.value = format!(
+        "{} rows/s ({} rows in {:.2} s)",
+        fmt_num(rate),
+        fmt_num(accepted as f64),
+        elapsed
+    );
+    report.push(row);
+    let expected = (batches * size) as u64;
+    if accepted != expected {
+        report.note(format!("(b) {accepted} of {expected} imported formIds accepted"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// (d) end-to-end campaign
+
+async fn phase_campaign(
+    args: &Args,
+    plan: &Plan,
+    svc: &Service,
+    wechat: &FakeWeChat,
+    latency_ms: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let appid = format!("wxbenchcamp{latency_ms}");
+    svc.put_app(&appid).await?;
+    let users = plan.users;
+    println!("(d{latency_ms}) seeding {users} users with a sandbox-issued formId each");
+    let seed_started = Instant::now();
+    let mut items = Vec::with_capacity(users);
+    for i in 0..users {
+        let openid = format!("camp{latency_ms}-{i}");
+        wechat.sandbox.add_user(&appid, &openid);
+        let form_id = wechat.sandbox.form_id(&appid, &openid);
+        items.push((openid, form_id));
+    }
+    let mut accepted = 0;
+    for chunk in items.chunks(10_000) {
+        accepted += svc
+            .import(&appid, import_body(chunk.iter().cloned()))
+            .await?;
+    }
+    drop(items);
+    println!(
+        "(d{latency_ms}) seeded in {:.1} s ({accepted} formIds accepted)",
+        seed_started.elapsed().as_secs_f64()
+    );
+    let campaign = json!({
+        "appid": appid,
+        "name": format!("bench {latency_ms} ms"),
+        "kind": "template",
+        "template_id": TEMPLATE,
+        "page": "pages/index/index",
+        "data": {"keyword1": {"value": "{{openid}}"}, "keyword2": {"value": "{{datetime}}"}},
+        "audience": {"type": "all"},
+        "schedule": {"type": "now"}
+    });
+    let started = Instant::now();
+    let created = svc
+        .admin(reqwest::Method::POST, "/v1/campaigns", Some(&campaign))
+        .await?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("campaign answer without id: {created}"))?
+        .to_string();
+    println!("(d{latency_ms}) campaign {id} created; polling");
+    let mut last = Value::Null;
+    let mut done = false;
+    let mut next_print = Instant::now() + Duration::from_secs(10);
+    while started.elapsed() < plan.campaign_timeout {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = svc
+            .admin(reqwest::Method::GET, &format!("/v1/campaigns/{id}"), None)
+            .await?;
+        let status = last["status"].as_str().unwrap_or_default();
+        if matches!(status, "completed" | "failed" | "cancelled") {
+            done = true;
+            break;
+        }
+        if Instant::now() >= next_print {
+            println!(
+                "(d{latency_ms}) {:.0} s: {status}, totals {}",
+                started.elapsed().as_secs_f64(),
+                last["totals"]
+            );
+            next_print += Duration::from_secs(10);
+        }
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let status = last["status"].as_str().unwrap_or("?").to_string();
+    let sent = last["totals"]["sent"].as_u64().unwrap_or(0);
+    let rate = sent as f64 / total_secs;
+    let quick = args.quick;
+    let what = format!("campaign to {users} users, fake WeChat latency {latency_ms} ms");
+    let value = format!(
+        "{} sends/s ({} sent in {:.1} s{})",
+        fmt_num(rate),
+        fmt_num(sent as f64),
+        total_secs,
+        if done {
+            String::new()
+        } else {
+            format!(", gave up: {status}")
+        }
+    );
+    if latency_ms == 50 {
+        let mut row = Row::at_least("d", what, rate, "sends/s", 2_000.0, quick);
+        row.value = value;
+        row.verdict = judge(done && status == "completed" && rate >= 2_000.0, quick);
+        report.push(row);
+        let mut row = Row::info("d", format!("campaign total time, {latency_ms} ms"), format!("{total_secs:.1} s"));
+        row.target = format!("< 60 s for {} users", fmt_num(100_000.0));
+        row.verdict = judge(
+            done && status == "completed" && users >= 100_000 && total_secs < 60.0,
+            quick || users < 100_000,
+        );
+        report.push(row);
+    } else {
+        report.push(Row::info("d", what, value));
+    }
+    if status != "completed" || sent != users as u64 {
+        report.note(format!(
+            "(d{latency_ms}) campaign ended {status}: totals {}, last_error {}; sandbox accepted {} of {} send attempts",
+            last["totals"],
+            last["last_error"],
+            wechat.sandbox.message_count(),
+            wechat.sandbox.send_attempts()
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
+    let plan = Plan::from(&args);
+    let phase = |p: &str| args.phases.iter().any(|x| x == p);
+    println!(
+        "formpush-bench{}: {plan:?}",
+        if args.quick { " (quick)" } else { "" }
+    );
+
+    if phase("pgbench") {
+        if let Err(e) = phase_pgbench(&args, &plan, report).await {
+            report.push(Row::error("e", "pgbench", &e));
+        }
+    }
+    if phase("claim") {
+        if let Err(e) = phase_claim(&args, &plan, report).await {
+            report.push(Row::error("c", "claim-and-consume", &e));
+        }
+    }
+
+    let service_phases = ["ingest", "import", "campaign"];
+    if !service_phases.iter().any(|p| phase(p)) {
+        return Ok(());
+    }
+    let workdir = std::env::temp_dir().join(format!("formpush-bench-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    let db_name = "formpush_bench";
+    let database_url = recreate_db(&args.pg_url_base, db_name).await?;
+    let mem = MemWatch::default();
+    let stop_watch = tokio_util::sync::CancellationToken::new();
+    mem.start(stop_watch.clone());
+
+    let mut latencies = args.latencies_ms.clone();
+    if latencies.is_empty() || !phase("campaign") {
+        latencies = vec![0];
+    }
+    let apps_for = |l: u64| {
+        vec![
+            APP_INGEST.to_string(),
+            APP_IMPORT.to_string(),
+            format!("wxbenchcamp{l}"),
+        ]
+    };
+    let mut pids = Vec::new();
+    for (i, latency) in latencies.iter().copied().enumerate() {
+        let apps = apps_for(latency);
+        let app_refs: Vec<&str> = apps.iter().map(String::as_str).collect();
+        let wechat = FakeWeChat::start(latency, &app_refs)?;
+        // WeChat access tokens cached by the previous service belong to the previous sandbox.
+        if i > 0 {
+            let mut c = PgConnection::connect(&database_url).await?;
+            sqlx::query("delete from access_tokens").execute(&mut c).await?;
+            let _ = c.close().await;
+        }
+        let svc = Service::start(
+            &args.formpush_bin,
+            &database_url,
+            &wechat.server.base_url,
+            &workdir,
+            &mem,
+            &format!("{latency}ms"),
+        )
+        .await?;
+        pids.push(svc.pid());
+        println!(
+            "service pid {} on {} with fake WeChat at {} ({latency} ms)",
+            svc.pid(),
+            svc.base,
+            wechat.server.base_url
+        );
+        if i == 0 {
+            if phase("ingest") {
+                if let Err(e) = phase_ingest(&args, &plan, &svc, &wechat, report).await {
+                    report.push(Row::error("a", "client formId ingestion", &e));
+                }
+            }
+            if phase("import") {
+                if let Err(e) = phase_import(&args, &plan, &svc, report).await {
+                    report.push(Row::error("b", "admin bulk import", &e));
+                }
+            }
+        }
+        if phase("campaign") {
+            if let Err(e) = phase_campaign(&args, &plan, &svc, &wechat, latency, report).await {
+                report.push(Row::error("d", format!("campaign, {latency} ms"), &e));
+            }
+        }
+        let log = svc.log.clone();
+        svc.stop().await?;
+        let errors = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+            .count();
+        if errors > 0 {
+            report.note(format!(
+                "service log {} has {errors} ERROR lines; last lines:\n{}",
+                log.display(),
+                tail(&log)
+            ));
+        }
+        wechat.server.stop().await;
+    }
+    stop_watch.cancel();
+    let mib = mem.max_mib();
+    let mut row = Row::info(
+        "mem",
+        "service resident memory, max over the run (VmRSS sampled every 100 ms, VmHWM)",
+        format!("{mib:.1} MiB"),
+    );
+    row.target = "< 200 MiB".into();
+    row.verdict = judge(mib > 0.0 && mib < 200.0, args.quick);
+    report.push(row);
+    if !args.keep_db {
+        drop_db(&args.pg_url_base, db_name).await?;
+    }
+    let _ = std::fs::remove_dir_all(&workdir);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let command = std::env::args()
+        .skip(1)
+        .fold("scripts/bench".to_string(), |acc, a| {
+            if a.starts_with("--pg-url-base") {
+                acc
+            } else {
+                format!("{acc} {a}")
+            }
+        });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let started = Instant::now();
+        let machine = machine(&args.pg_url_base).await;
+        println!(
+            "machine: {} cores, {}, {} RAM, {}",
+            machine.nproc, machine.cpu, machine.memory, machine.postgres
+        );
+        let mut report = Report::default();
+        let outcome = run(args.clone(), &mut report).await;
+        if let Err(e) = &outcome {
+            report.push(Row::error("-", "harness", e));
+        }
+        report.note(format!(
+            "whole run took {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+        report.print_table();
+        if let Some(out) = &args.out {
+            std::fs::write(out, report.markdown(&machine, &command))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("results written to {}", out.display());
+        }
+        if report.rows.iter().any(|r| r.verdict == Verdict::Error) {
+            bail!("the benchmark harness hit errors (see the table); misses alone never fail");
+        }
+        Ok(())
+    })
+}
