@@ -123,6 +123,18 @@ async fn ingest(
     };
     answer.accepted = inserted;
     answer.duplicates += valid - inserted;
+    let m = crate::metrics::metrics();
+    m.formids_ingested
+        .with_label_values(&[appid])
+        .inc_by(answer.accepted as u64);
+    m.formids_rejected
+        .with_label_values(&[appid, "duplicate"])
+        .inc_by(answer.duplicates as u64);
+    for r in &answer.rejected {
+        m.formids_rejected
+            .with_label_values(&[appid, r.reason.as_str()])
+            .inc();
+    }
     Ok(answer)
 }
 

@@ -36,6 +36,7 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .route("/wechat/{appid}", web::get().to(wechat_push::verify_url))
         .route("/wechat/{appid}", web::post().to(wechat_push::receive))
         .route("/admin", web::get().to(console::page))

@@ -87,8 +87,10 @@ impl Scheduler {
         };
         let now = Utc::now();
         store::campaigns::resume_quota_paused(&self.pool, now).await?;
-        for run in store::campaigns::start_due_runs(&self.pool, now).await? {
-            tracing::info!(run_id = %run, "run started");
+        for (run, due) in store::campaigns::start_due_runs(&self.pool, now).await? {
+            let lag = (Utc::now() - due).num_milliseconds().max(0) as f64 / 1000.0;
+            crate::metrics::metrics().scheduler_lag.observe(lag);
+            tracing::info!(run_id = %run, lag_secs = lag, "run started");
         }
         for appid in store::campaigns::apps_with_active_runs(&self.pool).await? {
             self.ensure_worker(appid).await?;

@@ -352,7 +352,18 @@ impl Pipeline {
         let mut effects = CreditEffects::default();
         let mut stop = None;
         let mut outcomes = Vec::with_capacity(results.len());
+        let sends = &crate::metrics::metrics().sends;
         for r in results {
+            if r.outcome.status != "pending" {
+                sends
+                    .with_label_values(&[
+                        &app.appid,
+                        &run.kind,
+                        r.outcome.status,
+                        r.outcome.errcode.as_deref().unwrap_or("0"),
+                    ])
+                    .inc();
+            }
             match r.effect {
                 Effect::None => {}
                 Effect::InvalidateFormid(f) => effects.invalidate_formids.push(f),

@@ -324,8 +324,11 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
 
 /// Starts every run that is due: one run row per firing (unique per campaign and time, so
 /// instances racing here create it once), one pending delivery per audience member.
-/// Returns the ids of the runs started.
-pub async fn start_due_runs(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<Uuid>> {
+/// Returns the runs started with the time each was due.
+pub async fn start_due_runs(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
     let mut tx = pool.begin().await?;
     let due = sqlx::query_as!(
         CampaignRow,
@@ -346,7 +349,7 @@ pub async fn start_due_runs(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result
             continue;
         };
         if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for).await? {
-            started.push(run_id);
+            started.push((run_id, scheduled_for));
         }
         let next = stored_schedule(&campaign)?.next_after(scheduled_for.max(now));
         sqlx::query!(

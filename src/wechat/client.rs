@@ -173,7 +173,23 @@ impl WeChatClient {
         })
     }
 
-    async fn read(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, WeChatError> {
+    /// Reads an answer and records the call's latency under `api`.
+    async fn read(
+        api: &str,
+        started: std::time::Instant,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<Answer, WeChatError> {
+        let answer = Self::read_answer(resp).await;
+        crate::metrics::metrics()
+            .wechat_latency
+            .with_label_values(&[api])
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn read_answer(
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<Answer, WeChatError> {
         let resp = resp.map_err(WeChatError::from_reqwest)?;
         let status = resp.status();
         if !status.is_success() {
@@ -211,6 +227,7 @@ impl WeChatClient {
         appid: &str,
         secret: &SecretString,
     ) -> Result<IssuedToken, WeChatError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .get(format!("{}/cgi-bin/token", self.base))
@@ -221,7 +238,7 @@ impl WeChatClient {
             ])
             .send()
             .await;
-        Self::token_from(Self::read(resp).await?)
+        Self::token_from(Self::read("token", started, resp).await?)
     }
 
     /// `POST /cgi-bin/stable_token`: the same token while valid, unless `force_refresh`.
@@ -231,6 +248,7 @@ impl WeChatClient {
         secret: &SecretString,
         force_refresh: bool,
     ) -> Result<IssuedToken, WeChatError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .post(format!("{}/cgi-bin/stable_token", self.base))
@@ -242,7 +260,7 @@ impl WeChatClient {
             }))
             .send()
             .await;
-        Self::token_from(Self::read(resp).await?)
+        Self::token_from(Self::read("stable_token", started, resp).await?)
     }
 
     /// `GET /sns/jscode2session`. The session_key is dropped here: formpush never needs it.
@@ -252,6 +270,7 @@ impl WeChatClient {
         secret: &SecretString,
         code: &str,
     ) -> Result<LoginSession, WeChatError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .get(format!("{}/sns/jscode2session", self.base))
@@ -263,7 +282,7 @@ impl WeChatClient {
             ])
             .send()
             .await;
-        let answer = Self::read(resp).await?;
+        let answer = Self::read("jscode2session", started, resp).await?;
         let openid = answer
             .rest
             .get("openid")
@@ -308,6 +327,7 @@ impl WeChatClient {
         access_token: &str,
         body: &impl Serialize,
     ) -> Result<SendReceipt, WeChatError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .post(format!("{}/{path}", self.base))
@@ -315,7 +335,8 @@ impl WeChatClient {
             .json(body)
             .send()
             .await;
-        let answer = Self::read(resp).await?;
+        let api = path.rsplit('/').nth(1).unwrap_or(path);
+        let answer = Self::read(api, started, resp).await?;
         let msg_id = answer.rest.get("msgid").map(|v| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),

@@ -138,6 +138,10 @@ impl TokenManager {
         }
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::metrics()
+            .token_refreshes
+            .with_label_values(&[&app.appid])
+            .inc();
         // The transaction (and the advisory lock) stays open across this one call on
         // purpose: other instances must wait for its result rather than call too.
         let issued = match app.token_api {

@@ -73,7 +73,10 @@ pub async fn spawn_app_with(
     sandbox_config: SandboxConfig,
     extra: &[(&str, &str)],
 ) -> TestApp {
-    formpush::telemetry::init(formpush::config::LogFormat::Text);
+    // Logs only when asked for (RUST_LOG=...), to keep test output readable.
+    if std::env::var_os("RUST_LOG").is_some() {
+        formpush::telemetry::init(formpush::config::LogFormat::Text);
+    }
     let wechat = Sandbox::new(sandbox_config);
     wechat.add_app(APPID, SECRET);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
