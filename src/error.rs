@@ -30,10 +30,14 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// Every non-2xx answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// snake_case code, e.g. `invalid_cron`
+    #[schema(example = "invalid_cron")]
+    pub error: &'a str,
+    /// text for a person
+    pub message: String,
 }
 
 impl ApiError {

@@ -94,6 +94,7 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(data.clone())
                 .app_data(error::json_config())
+                .app_data(web::PayloadConfig::new(error::BODY_LIMIT))
                 .app_data(error::query_config())
                 .app_data(error::path_config())
                 .configure(api::routes)

@@ -2,11 +2,11 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{auth::Admin, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, apps::AppUpsert};
 use crate::wechat::client::TokenApi;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutApp {
     secret: String,
@@ -21,7 +21,7 @@ pub struct PutApp {
 }
 
 /// What `GET /v1/apps/{appid}` shows: never the secret, the push token or the AES key.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AppView {
     appid: String,
     send_rate_per_sec: i32,
@@ -47,6 +47,13 @@ pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Registers or updates a mini-program (fields left out keep their value).
+#[utoipa::path(put, path = "/v1/apps/{appid}", tag = "admin", security(("admin" = [])),
+    request_body = PutApp,
+    responses((status = 201, description = "created", body = AppView),
+              (status = 200, description = "updated", body = AppView),
+              (status = 400, body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_app(
     _: Admin,
     state: web::Data<AppState>,
@@ -128,6 +135,8 @@ async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
 }
 
 /// `GET /v1/apps`: every registered app, as `GET /v1/apps/{appid}` shows it.
+#[utoipa::path(get, path = "/v1/apps", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "`{\"items\": [AppView]}`", body = Object), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut items = Vec::new();
     for appid in store::apps::list_ids(&state.pool).await? {
@@ -136,6 +145,9 @@ pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
+/// An app, never with its secret, push token or AES key.
+#[utoipa::path(get, path = "/v1/apps/{appid}", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = AppView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_app(
     _: Admin,
     state: web::Data<AppState>,
@@ -144,6 +156,9 @@ pub async fn get_app(
     Ok(HttpResponse::Ok().json(view(&state, &appid).await?))
 }
 
+/// The app's credit pool.
+#[utoipa::path(get, path = "/v1/apps/{appid}/stats", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = crate::store::credits::PoolStats), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stats(
     _: Admin,
     state: web::Data<AppState>,

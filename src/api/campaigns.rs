@@ -4,9 +4,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::openapi::{CampaignList, CampaignView, DeliveryPage, RunList};
 use super::{auth::Admin, AppState};
 use crate::domain::campaign::{CampaignRequest, CampaignSpec};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
 use crate::store::deliveries;
 
@@ -50,6 +51,13 @@ async fn load(state: &AppState, raw_id: &str) -> Result<CampaignRow, ApiError> {
         .ok_or_else(|| ApiError::not_found("campaign_not_found", format!("no campaign {id}")))
 }
 
+/// Creates a campaign; it runs when its schedule says.
+#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", security(("admin" = [])),
+    request_body = CampaignRequest,
+    responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, description = "unknown app", body = ErrorBody),
+              (status = 413, body = ErrorBody),
+              (status = 422, description = "an invalid field, named in error and message", body = ErrorBody)))]
 pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
@@ -65,13 +73,20 @@ pub async fn create(
     Ok(HttpResponse::Created().json(render(&state, &row).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// only this app's campaigns
     appid: Option<String>,
+    /// 1 to 1000, default 100
     limit: Option<i64>,
 }
 
+/// Campaigns, newest first.
+#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns", security(("admin" = [])),
+    params(ListQuery),
+    responses((status = 200, body = CampaignList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn list(
     _: Admin,
     state: web::Data<AppState>,
@@ -92,6 +107,9 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
 
+/// A campaign with its totals over all runs.
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", security(("admin" = [])),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     _: Admin,
     state: web::Data<AppState>,
@@ -120,6 +138,10 @@ async fn apply(
     }
 }
 
+/// Pauses a scheduled or running campaign.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns", security(("admin" = [])),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn pause(
     _: Admin,
     state: web::Data<AppState>,
@@ -128,6 +150,10 @@ pub async fn pause(
     apply(&state, &id, Transition::Pause).await
 }
 
+/// Resumes a paused campaign.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns", security(("admin" = [])),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn resume(
     _: Admin,
     state: web::Data<AppState>,
@@ -136,6 +162,10 @@ pub async fn resume(
     apply(&state, &id, Transition::Resume).await
 }
 
+/// Cancels a campaign that has not ended.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns", security(("admin" = [])),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn cancel(
     _: Admin,
     state: web::Data<AppState>,
@@ -144,6 +174,9 @@ pub async fn cancel(
     apply(&state, &id, Transition::Cancel).await
 }
 
+/// The campaign's runs (one per firing), newest first, with totals.
+#[utoipa::path(get, path = "/v1/campaigns/{id}/runs", tag = "campaigns", security(("admin" = [])),
+    responses((status = 200, body = RunList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
     _: Admin,
     state: web::Data<AppState>,
@@ -154,14 +187,22 @@ pub async fn runs(
     Ok(HttpResponse::Ok().json(json!({"items": runs})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
+    /// sent, failed, no_formid, no_quota or pending
     status: Option<String>,
+    /// 1 to 1000, default 100
     limit: Option<i64>,
+    /// the `next` cursor of the previous page
     after: Option<String>,
 }
 
+/// The campaign's deliveries, one page at a time.
+#[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", tag = "campaigns", security(("admin" = [])),
+    params(DeliveriesQuery),
+    responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deliveries(
     _: Admin,
     state: web::Data<AppState>,

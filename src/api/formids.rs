@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{auth, auth::Admin, AppState};
 use crate::domain::formid::{Credit, RejectReason};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, credits::NewCredit};
 
 pub const MAX_CLIENT_FORMIDS: usize = 100;
 pub const MAX_IMPORT_ITEMS: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientBody {
     #[serde(default)]
@@ -27,13 +27,13 @@ pub struct ClientBody {
     prepay_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
     items: Vec<ImportItem>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportItem {
     openid: String,
@@ -43,13 +43,13 @@ pub struct ImportItem {
     prepay_id: Option<String>,
 }
 
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Rejected {
     pub form_id: String,
     pub reason: RejectReason,
 }
 
-#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Debug, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct IngestAnswer {
     pub accepted: usize,
     pub duplicates: usize,
@@ -149,6 +149,12 @@ fn storage_error(e: &sqlx::Error) -> ApiError {
 }
 
 /// `POST /v1/apps/{appid}/formids` with a session token.
+#[utoipa::path(post, path = "/v1/apps/{appid}/formids", tag = "client", security(("session" = [])),
+    request_body = ClientBody,
+    responses((status = 200, body = IngestAnswer), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody),
+              (status = 413, description = "body over 1 MiB or over 100 formIds", body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn collect(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -204,6 +210,12 @@ pub async fn collect(
 }
 
 /// `POST /v1/apps/{appid}/formids:import`, admin only; unknown openids become users.
+#[utoipa::path(post, path = "/v1/apps/{appid}/formids:import", tag = "admin", security(("admin" = [])),
+    request_body = ImportBody,
+    responses((status = 200, body = IngestAnswer), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, description = "body over 1 MiB or over 10,000 items", body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn import(
     _: Admin,
     state: web::Data<AppState>,

@@ -7,6 +7,8 @@ use super::AppState;
 use crate::error::ApiError;
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let body = crate::metrics::render(&state.pool).await?;
     Ok(HttpResponse::Ok()
@@ -14,11 +16,15 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .body(body))
 }
 
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers within a second.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Object), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ping = sqlx::query("select 1").execute(&state.pool);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {

@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod console;
 pub mod formids;
 pub mod health;
+pub mod openapi;
 pub mod sessions;
 pub mod subscriptions;
 pub mod wechat_push;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use sqlx::PgPool;
+use utoipa_scalar::Servable;
 
 use crate::config::Settings;
 use crate::domain::session::SessionSigner;
@@ -37,6 +39,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .service(utoipa_scalar::Scalar::with_url("/docs", {
+            use utoipa::OpenApi;
+            openapi::ApiDoc::openapi()
+        }))
         .route("/wechat/{appid}", web::get().to(wechat_push::verify_url))
         .route("/wechat/{appid}", web::post().to(wechat_push::receive))
         .route("/admin", web::get().to(console::page))

@@ -1,22 +1,38 @@
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use crate::domain::session::{SessionClaims, SESSION_VALIDITY};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store;
 use crate::wechat::client::WeChatError;
 use crate::wechat::errcode;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    /// the code from `wx.login`
     code: String,
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// send as `Authorization: Bearer <token>`; valid 7 days on every instance
+    token: String,
+    openid: String,
+    expires_at: chrono::DateTime<Utc>,
+}
+
 /// `wx.login` code → WeChat `jscode2session` → openid → our session token.
+#[utoipa::path(post, path = "/v1/apps/{appid}/sessions", tag = "client",
+    request_body = LoginBody,
+    responses((status = 200, body = SessionView),
+              (status = 400, body = ErrorBody),
+              (status = 401, description = "WeChat refused the code (invalid_code)", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "too many logins from this address", body = ErrorBody),
+              (status = 502, body = ErrorBody)))]
 pub async fn create(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
@@ -52,11 +68,11 @@ pub async fn create(
         user_id,
         expires_at: Utc::now() + SESSION_VALIDITY,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "token": state.signer.issue(&claims),
-        "openid": login.openid,
-        "expires_at": claims.expires_at,
-    })))
+    Ok(HttpResponse::Ok().json(SessionView {
+        token: state.signer.issue(&claims),
+        openid: login.openid,
+        expires_at: claims.expires_at,
+    }))
 }
 
 fn login_error(e: WeChatError) -> ApiError {

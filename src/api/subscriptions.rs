@@ -5,15 +5,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{auth, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store;
 
 /// More templates than WeChat ever offers in one `wx.requestSubscribeMessage` call.
 const MAX_TEMPLATES_PER_CALL: usize = 20;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionBody {
+    /// the `wx.requestSubscribeMessage` result: template id → accept, reject, ban, filter, acceptWithAudio
+    #[schema(value_type = Object)]
     results: BTreeMap<String, serde_json::Value>,
 }
 
@@ -23,6 +25,11 @@ pub fn is_accept(status: &str) -> bool {
 }
 
 /// `POST /v1/apps/{appid}/subscriptions`: the client's `wx.requestSubscribeMessage` result.
+#[utoipa::path(post, path = "/v1/apps/{appid}/subscriptions", tag = "client", security(("session" = [])),
+    request_body = SubscriptionBody,
+    responses((status = 200, description = "`{\"granted\": n}`", body = Object),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn record(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -12,8 +12,9 @@ use crate::store::{self, apps::AppRecord};
 use crate::wechat::crypto::{verify_signature, MessageCrypto};
 use crate::wechat::push::{extract_encrypt, parse_message, PushEvent, PushMessage};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct PushQuery {
+    /// hex SHA-1 of the sorted push token, timestamp and nonce
     signature: Option<String>,
     timestamp: String,
     nonce: String,
@@ -63,6 +64,9 @@ fn check_fresh(state: &AppState, timestamp: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /wechat/{appid}`: answer `echostr` when the signature is right.
+#[utoipa::path(get, path = "/wechat/{appid}", tag = "wechat", params(PushQuery),
+    responses((status = 200, description = "echostr as sent", body = String, content_type = "text/plain"),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn verify_url(
     state: web::Data<AppState>,
     appid: web::Path<String>,
@@ -80,7 +84,13 @@ pub async fn verify_url(
         .body(q.echostr.unwrap_or_default()))
 }
 
-/// `POST /wechat/{appid}`: a pushed message.
+/// `POST /wechat/{appid}`: a pushed message (JSON or XML, plain or safe mode).
+#[utoipa::path(post, path = "/wechat/{appid}", tag = "wechat", params(PushQuery),
+    request_body(content = String, description = "WeChat's push, JSON or XML", content_type = "text/plain"),
+    responses((status = 200, description = "`success`", body = String, content_type = "text/plain"),
+              (status = 400, description = "malformed push", body = crate::error::ErrorBody),
+              (status = 403, description = "bad signature or stale timestamp", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
 pub async fn receive(
     state: web::Data<AppState>,
     appid: web::Path<String>,

@@ -202,25 +202,37 @@ impl FieldError {
 }
 
 /// `POST /v1/campaigns` as received.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub appid: String,
     pub name: String,
+    /// `template` (formId + template/send) or `subscribe` (grant + subscribe/send)
+    #[schema(example = "subscribe")]
     pub kind: String,
     pub template_id: String,
     #[serde(default)]
     pub page: Option<String>,
+    /// `{"keyword1": {"value": "Hi {{nickname}}"}}`; built-ins `{{openid}}`, `{{date}}`, `{{datetime}}`
+    #[schema(value_type = Object)]
     pub data: Value,
+    /// template campaigns only
     #[serde(default)]
     pub emphasis_keyword: Option<String>,
+    /// subscribe campaigns only: developer, trial or formal
     #[serde(default)]
     pub miniprogram_state: Option<String>,
+    /// subscribe campaigns only: zh_CN, en_US, zh_HK or zh_TW
     #[serde(default)]
     pub lang: Option<String>,
+    /// template campaigns only: freshest (default) or expiring_first
     #[serde(default)]
     pub formid_pick: Option<String>,
+    /// `{"type":"all"}`, `{"type":"openids","openids":[...]}` or `{"type":"users","users":[{"openid","vars"}]}`
+    #[schema(value_type = Object)]
     pub audience: Value,
+    /// `{"type":"now"}`, `{"type":"at","at":RFC 3339}` or `{"type":"cron","cron":"0 30 9 * * *","timezone":"Asia/Shanghai"}`
+    #[schema(value_type = Object)]
     pub schedule: Value,
 }
 

@@ -10,7 +10,7 @@ use crate::domain::campaign::{Audience, CampaignSpec, Schedule, ScheduleSpec};
 
 use super::users;
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Totals {
     pub targeted: i64,
     pub sent: i64,
@@ -273,7 +273,7 @@ pub fn stored_schedule(row: &CampaignRow) -> anyhow::Result<Schedule> {
     Schedule::parse(spec).map_err(|e| anyhow::anyhow!(e.message))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunRow {
     pub id: Uuid,
     pub scheduled_for: DateTime<Utc>,

@@ -108,7 +108,7 @@ pub async fn revoke_subscriptions(
     Ok(())
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PoolStats {
     pub users: i64,
     pub users_with_valid_formid: i64,

@@ -70,3 +70,60 @@ async fn metrics_count_ingestion_sends_and_pool_sizes(
         assert!(text.contains(&needle), "missing {needle} in\n{text}");
     }
 }
+
+#[sqlx::test]
+async fn openapi_describes_every_endpoint_and_has_a_docs_page(
+    _: sqlx::postgres::PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let spec: serde_json::Value = app
+        .http
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/apps/{appid}/sessions", "post"),
+        ("/v1/apps/{appid}/formids", "post"),
+        ("/v1/apps/{appid}/subscriptions", "post"),
+        ("/wechat/{appid}", "get"),
+        ("/wechat/{appid}", "post"),
+        ("/v1/apps/{appid}", "put"),
+        ("/v1/apps/{appid}", "get"),
+        ("/v1/apps", "get"),
+        ("/v1/apps/{appid}/formids:import", "post"),
+        ("/v1/apps/{appid}/stats", "get"),
+        ("/v1/campaigns", "post"),
+        ("/v1/campaigns", "get"),
+        ("/v1/campaigns/{id}", "get"),
+        ("/v1/campaigns/{id}/pause", "post"),
+        ("/v1/campaigns/{id}/resume", "post"),
+        ("/v1/campaigns/{id}/cancel", "post"),
+        ("/v1/campaigns/{id}/runs", "get"),
+        ("/v1/campaigns/{id}/deliveries", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(!spec.to_string().contains(crate::helpers::SECRET));
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("openapi"));
+}
