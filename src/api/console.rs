@@ -34,7 +34,11 @@ pub async fn page() -> HttpResponse {
 /// `GET /admin/admin.js`
 pub async fn script() -> HttpResponse {
     asset(
-        ContentType("text/javascript; charset=utf-8".parse().expect("valid mime")),
+        ContentType(
+            "text/javascript; charset=utf-8"
+                .parse()
+                .expect("valid mime"),
+        ),
         JS,
     )
 }
@@ -60,10 +64,10 @@ mod tests {
             (style().await, "text/css"),
         ] {
             assert_eq!(resp.status(), 200);
-            let h = resp.headers();
-            assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
-            assert_eq!(h[header::CACHE_CONTROL], "no-store");
-            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP);
+            let h = |name| resp.headers().get(name).unwrap().to_str().unwrap();
+            assert!(h(header::CONTENT_TYPE).starts_with(kind));
+            assert_eq!(h(header::CACHE_CONTROL), "no-store");
+            assert_eq!(h(header::CONTENT_SECURITY_POLICY), CSP);
             let body = resp.into_body().try_into_bytes().unwrap();
             assert!(!body.is_empty());
         }

@@ -207,6 +207,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_accepts_only_the_known_shapes(raw in "\\PC{0,60}") {
+            match Credit::parse_form_id(&raw, now()) {
+                Ok(c) => {
+                    proptest::prop_assert!(is_android(&raw) || is_ios(&raw));
+                    proptest::prop_assert!(c.expires_at > now() && c.expires_at <= now() + CREDIT_VALIDITY);
+                }
+                Err(RejectReason::Mock) => proptest::prop_assert!(raw == DEVTOOLS_MOCK || raw.starts_with("requestFormId:fail")),
+                Err(_) => {}
+            }
+            let _ = Credit::parse_prepay_id(&raw, now());
+        }
+
+        #[test]
+        fn every_recent_android_timestamp_is_accepted(age_ms in 0i64..(7 * 24 * 3600 * 1000)) {
+            let created = now() - Duration::milliseconds(age_ms);
+            let credit = Credit::parse_form_id(&created.timestamp_millis().to_string(), now()).unwrap();
+            proptest::prop_assert_eq!(credit.expires_at, created + CREDIT_VALIDITY);
+        }
+    }
+
     #[test]
     fn prepay_ids_have_three_uses() {
         let credit =

@@ -662,6 +662,15 @@ mod tests {
     }
 
     #[test]
+    fn unknown_errcodes_fail_the_delivery_keeping_the_errmsg() {
+        let d = done(decide(&attempt(true), &api(61234), 3));
+        assert_eq!(d.outcome.status, "failed");
+        assert_eq!(d.outcome.errcode.as_deref(), Some("61234"));
+        assert_eq!(d.outcome.errmsg.as_deref(), Some("err 61234"));
+        assert_eq!(d.stop, None);
+    }
+
+    #[test]
     fn quota_resets_at_midnight_in_shanghai() {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 0).unwrap(); // 01:00 on the 26th there
         assert_eq!(

@@ -495,3 +495,94 @@ async fn subscribe_sent_events_are_recorded_against_the_delivery(
     let delivery = &app.deliveries(&id, "status=sent").await["items"][0];
     assert_eq!(delivery["push_status"], "success");
 }
+
+#[sqlx::test]
+async fn a_quota_paused_campaign_resumes_by_itself_when_the_quota_resets(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    app.wechat.set_daily_quota(APPID, 1);
+    for i in 0..2 {
+        app.user_with_formids(&format!("o-r{i}"), 1).await;
+    }
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
+    app.wait_for_status(&id, "paused").await;
+    // Midnight in Shanghai comes early: WeChat's counters reset and resume_at passes.
+    app.wechat.reset_daily_counts();
+    sqlx::query("update campaigns set resume_at = now() - interval '1 second' where id = $1::uuid")
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 2);
+}
+
+#[sqlx::test]
+async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let config = SandboxConfig {
+        latency: Duration::from_millis(30),
+        ..Default::default()
+    };
+    let app = spawn_app_with(db.clone(), config, &[("FORMPUSH_SCHEDULER", "off")]).await;
+    let items: Vec<Value> = (0..200)
+        .map(|i| {
+            let openid = format!("g-{i}");
+            json!({"openid": openid, "form_id": app.wechat.form_id(APPID, &openid)})
+        })
+        .collect();
+    app.import(&json!({ "items": items })).await;
+    let extra = [
+        ("FORMPUSH_SEND_CONCURRENCY", "4"),
+        ("FORMPUSH_APP_LEASE_SECS", "3"),
+    ];
+    let first = crate::helpers::start_instance(&db, &app.sandbox_url(), &extra).await;
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.wechat.messages().len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started sending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = tokio::time::Instant::now();
+    first.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    let in_flight: i64 =
+        sqlx::query_scalar("select count(*) from deliveries where status = 'sending'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(in_flight, 0, "the batch in hand was finished and recorded");
+    let leases: i64 = sqlx::query_scalar("select count(*) from app_leases")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0, "the app lease was handed back");
+    assert!(
+        app.campaign(&id).await["totals"]["sent"].as_i64().unwrap() < 200,
+        "stopped mid-run"
+    );
+    let second = crate::helpers::start_instance(&db, &app.sandbox_url(), &extra).await;
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 200);
+    assert_eq!(
+        app.wechat.messages().len(),
+        200,
+        "nobody was messaged twice"
+    );
+    second.stop().await;
+}

@@ -1,0 +1,502 @@
+// End-to-end test of the admin console (/admin) in headless Chromium.
+//
+// Starts `formpush sandbox` (the fake WeChat) and `formpush serve` (debug build) on free
+// ports against a fresh database on the server named by PG_URL_BASE, seeds users and
+// formIds through formpush's own admin API, then signs in to the console with
+// playwright-core driving Debian's /usr/bin/chromium and works through it as an admin
+// would. Run it with scripts/e2e (builds, installs what is missing, sets PG_URL_BASE).
+//
+// Environment: PG_URL_BASE (required, postgres://user@host:port), FORMPUSH_BIN (default
+// target/debug/formpush), CHROMIUM (default /usr/bin/chromium), FORMPUSH_E2E_SCREENSHOT
+// (default /tmp/formpush-admin.png).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = process.env.FORMPUSH_BIN || path.join(ROOT, 'target', 'debug', 'formpush');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = process.env.FORMPUSH_E2E_SCREENSHOT || '/tmp/formpush-admin.png';
+const APPID = 'wxe2e0000000000001';
+const SECRET = 'e2e-secret-' + randomBytes(8).toString('hex');
+const ADMIN_TOKEN = 'e2e-admin-' + randomBytes(16).toString('hex');
+const DB_NAME = 'formpush_e2e_' + randomBytes(6).toString('hex');
+const STEP_TIMEOUT = 30_000;
+// The campaign view goes to SCREENSHOT; other views beside it (-form.png, -dashboard.png).
+const shot = (view) => SCREENSHOT.replace(/\.png$/, '') + `-${view}.png`;
+
+// ---------- processes ----------
+
+const children = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function start(name, args, env) {
+  const cwd = mkdtempSync(path.join(os.tmpdir(), 'formpush-e2e-')); // no stray .env is read
+  const child = spawn(BIN, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = { name, child, cwd, log: [], exited: null };
+  const keep = (chunk) => {
+    proc.log.push(...chunk.toString().split('\n').filter(Boolean));
+    if (proc.log.length > 400) proc.log.splice(0, proc.log.length - 400);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  child.on('exit', (code, signal) => { proc.exited = { code, signal }; });
+  children.push(proc);
+  return proc;
+}
+
+async function stop(proc) {
+  if (!proc.exited) {
+    const done = new Promise((resolve) => proc.child.once('exit', resolve));
+    proc.child.kill('SIGTERM');
+    const timer = setTimeout(() => proc.child.kill('SIGKILL'), 5_000);
+    await done;
+    clearTimeout(timer);
+  }
+  rmSync(proc.cwd, { recursive: true, force: true });
+}
+
+// Last resort if the runner is torn down before cleanup runs.
+process.on('exit', () => {
+  for (const p of children) if (!p.exited) p.child.kill('SIGKILL');
+});
+
+function dumpLogs() {
+  for (const p of children) {
+    console.error(`---- last lines of ${p.name} ${p.exited ? JSON.stringify(p.exited) : '(running)'} ----`);
+    console.error(p.log.slice(-60).join('\n'));
+  }
+}
+
+async function waitFor(what, fn, { timeout = 60_000, interval = 200, proc } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    if (proc && proc.exited) throw new Error(`${proc.name} exited ${JSON.stringify(proc.exited)} while waiting for ${what}`);
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ': ' + last.message : ''}`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+function pgTool(name) {
+  for (const dir of (process.env.PATH || '').split(':')) {
+    const p = path.join(dir, name);
+    if (dir && existsSync(p)) return p;
+  }
+  const base = '/usr/lib/postgresql';
+  if (existsSync(base)) {
+    const versions = readdirSync(base).sort((a, b) => Number(b) - Number(a));
+    for (const v of versions) {
+      const p = path.join(base, v, 'bin', name);
+      if (existsSync(p)) return p;
+    }
+  }
+  return null;
+}
+
+function dropDatabase(pgBase) {
+  const dropdb = pgTool('dropdb');
+  if (!dropdb) {
+    console.error(`dropdb not found: drop database ${DB_NAME} by hand`);
+    return;
+  }
+  const r = spawnSync(dropdb, ['--if-exists', '--force', `--maintenance-db=${pgBase}/postgres`, DB_NAME], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (r.status !== 0) console.error(`dropdb ${DB_NAME} failed: ${r.stderr || r.error}`);
+}
+
+// ---------- HTTP helpers ----------
+
+async function http(method, url, { body, token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = 'Bearer ' + token;
+  const resp = await fetch(url, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await resp.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  return { status: resp.status, headers: resp.headers, text, json };
+}
+
+async function ok(method, url, opts) {
+  const r = await http(method, url, opts);
+  assert.ok(r.status >= 200 && r.status < 300, `${method} ${url} -> ${r.status} ${r.text}`);
+  return r.json;
+}
+
+// ---------- the test ----------
+
+// Steps run in order and share one browser page; after a failed step the rest are skipped.
+const pgBase = process.env.PG_URL_BASE;
+let browser;
+let page;
+let broken = false;
+let sb; // sandbox base URL
+let api; // formpush base URL
+const consoleLines = [];
+const pageErrors = [];
+const bodies = [];
+const byId = (id) => page.getByTestId(id);
+const storedToken = () => page.evaluate(() => sessionStorage.getItem('formpush.adminToken'));
+
+async function expectText(locator, expected, what) {
+  await waitFor(what || `text ${expected}`, async () => {
+    const text = (await locator.textContent()) || '';
+    return expected instanceof RegExp ? expected.test(text) : text.trim() === String(expected);
+  }, { timeout: STEP_TIMEOUT, interval: 100 });
+}
+
+function step(name, fn) {
+  test(name, { timeout: 120_000 }, async (t) => {
+    if (broken) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      throw e;
+    }
+  });
+}
+
+before(async () => {
+  try {
+    assert.ok(pgBase, 'set PG_URL_BASE (postgres://user@host:port); scripts/e2e does');
+    assert.ok(existsSync(BIN), `${BIN} is missing: run cargo build --bin formpush`);
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+    // ---- services ----
+    const [sandboxPort, apiPort] = [await freePort(), await freePort()];
+    const baseEnv = Object.fromEntries(Object.entries(process.env)
+      .filter(([k]) => !/^(FORMPUSH_|WECHAT_|DATABASE_URL$)/.test(k)));
+    const sandbox = start('sandbox',
+      ['sandbox', '--bind', `127.0.0.1:${sandboxPort}`, '--app', `${APPID}:${SECRET}`], baseEnv);
+    sb = `http://127.0.0.1:${sandboxPort}`;
+    await waitFor('the sandbox', async () => (await http('GET', `${sb}/sandbox/stats`)).status === 200,
+      { proc: sandbox });
+
+    const server = start('formpush', ['serve'], {
+      ...baseEnv,
+      DATABASE_URL: `${pgBase}/${DB_NAME}`,
+      FORMPUSH_BIND: `127.0.0.1:${apiPort}`,
+      FORMPUSH_ADMIN_TOKEN: ADMIN_TOKEN,
+      FORMPUSH_DB_MAX_CONNECTIONS: '5',
+      WECHAT_API_BASE: sb,
+      WECHAT_APPID: APPID,
+      WECHAT_SECRET: SECRET,
+      RUST_LOG: process.env.RUST_LOG || 'info',
+    });
+    api = `http://127.0.0.1:${apiPort}`;
+    await waitFor('formpush /readyz', async () => (await http('GET', `${api}/readyz`)).status === 200,
+      { proc: server, timeout: 90_000 });
+
+    // ---- seed: three users with two sandbox-issued formIds each, via the admin import ----
+    const people = ['o-e2e-alice', 'o-e2e-bob', 'o-e2e-carol'];
+    const items = [];
+    for (const openid of people) {
+      const { form_ids: ids } = await ok('POST', `${sb}/sandbox/formids`, { body: { appid: APPID, openid, count: 2 } });
+      for (const form_id of ids) items.push({ openid, form_id });
+    }
+    const imported = await ok('POST', `${api}/v1/apps/${APPID}/formids:import`, { token: ADMIN_TOKEN, body: { items } });
+    assert.equal(imported.accepted, 6, JSON.stringify(imported));
+  } catch (e) {
+    broken = true;
+    throw e;
+  }
+});
+
+step('the console assets have strict headers and no secret', async () => {
+  for (const [p, type] of [['/admin', 'text/html'], ['/admin/admin.js', 'text/javascript'], ['/admin/admin.css', 'text/css']]) {
+    const r = await http('GET', api + p);
+    assert.equal(r.status, 200, p);
+    assert.ok(r.headers.get('content-type').startsWith(type), `${p}: ${r.headers.get('content-type')}`);
+    assert.equal(r.headers.get('cache-control'), 'no-store', p);
+    const csp = r.headers.get('content-security-policy') || '';
+    assert.match(csp, /default-src 'none'/, p);
+    assert.match(csp, /script-src 'self'(;|$)/, p);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*/, p);
+    assert.ok(!r.text.includes(SECRET), `${p} contains the app secret`);
+    assert.ok(!r.text.includes(ADMIN_TOKEN), `${p} contains the admin token`);
+  }
+});
+
+step('headless Chromium opens /admin', async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 60_000,
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Asia/Shanghai' });
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  page = await context.newPage();
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('response', (r) => { bodies.push(r.text().then((b) => ({ url: r.url(), b }), () => ({ url: r.url(), b: '' }))); });
+  page.on('dialog', (d) => d.accept());
+  await page.goto(`${api}/admin`);
+  await byId('login-form').waitFor();
+});
+
+step('a wrong token is refused with the 401 message', async () => {
+  await byId('token-input').fill('not-the-admin-token');
+  await byId('login-submit').click();
+  await expectText(byId('login-error'), /the admin token is wrong/);
+  assert.equal(await storedToken(), null);
+  assert.ok(await byId('login-form').isVisible());
+});
+
+step('sign in, see the app and its formId pool', async () => {
+  await byId('token-input').fill(ADMIN_TOKEN);
+  await byId('login-submit').click();
+  const card = page.locator(`[data-testid="app-card"][data-appid="${APPID}"]`);
+  await card.waitFor();
+  assert.equal(await storedToken(), ADMIN_TOKEN);
+  assert.equal(await byId('token-input').inputValue(), '', 'the token field is cleared');
+  await expectText(card.getByTestId('stat-users'), 3, 'users = 3');
+  await expectText(card.getByTestId('stat-valid_formids'), 6, 'valid formIds = 6');
+  await expectText(card.getByTestId('stat-users_with_valid_formid'), 3);
+  // A reload keeps the session (sessionStorage).
+  await page.reload();
+  await card.waitFor();
+});
+
+let csvCampaignId;
+step('create a template campaign from a CSV and watch it complete', async () => {
+  await byId('new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill('e2e csv campaign');
+  // template-only and subscribe-only fields follow the kind.
+  await byId('cf-kind').selectOption('subscribe');
+  assert.ok(await byId('cf-mp-state').isVisible());
+  assert.ok(await byId('cf-lang').isVisible());
+  assert.ok(!(await byId('cf-emphasis').isVisible()));
+  assert.ok(!(await byId('cf-formid-pick').isVisible()));
+  await byId('cf-kind').selectOption('template');
+  assert.ok(await byId('cf-emphasis').isVisible());
+  assert.ok(!(await byId('cf-mp-state').isVisible()));
+  await byId('cf-template-id').fill('TPL_E2E');
+  await byId('cf-page').fill('pages/index/index');
+  await byId('cf-emphasis').fill('keyword1.DATA');
+  await byId('cf-audience-csv').check();
+  const csv = 'openid,nickname\r\n' +
+    'o-e2e-alice,Alice\r\n' +
+    'o-e2e-bob,"Lee, Bob"\r\n' +
+    'o-e2e-carol,"Carol ""CJ"" Jones"\r\n' +
+    'o-e2e-dave,Dave\r\n';
+  await byId('cf-csv').setInputFiles({ name: 'audience.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  await expectText(byId('cf-csv-summary'), /^4 users; variables: \{\{nickname\}\}/);
+  await byId('cf-csv-preview').waitFor();
+  // Invalid JSON is caught in the page, before anything is sent.
+  await byId('cf-data').fill('{"keyword1": {"value": "{{nickname}}"}');
+  await byId('cf-submit').click();
+  await expectText(byId('cf-error'), /data is not valid JSON/);
+  // The server's 422 is shown too (unknown placeholder).
+  await byId('cf-data').fill('{"keyword1": {"value": "{{nickname}}"}, "keyword2": {"value": "{{city}}"}}');
+  await byId('cf-submit').click();
+  await expectText(byId('cf-error'), /city/);
+  await byId('cf-data').fill('{"keyword1": {"value": "Hi {{nickname}}"}, "keyword2": {"value": "{{date}}"}}');
+  await byId('cf-schedule-now').check();
+  await page.screenshot({ path: shot('form'), fullPage: true });
+  await byId('cf-submit').click();
+
+  await byId('campaign-view').waitFor();
+  await expectText(byId('cv-name'), 'e2e csv campaign');
+  csvCampaignId = (await byId('cv-id').textContent()).trim();
+  await expectText(byId('cv-status'), 'completed', 'the campaign completes');
+  await expectText(byId('cv-targeted'), 4);
+  await expectText(byId('cv-sent'), 3);
+  await expectText(byId('cv-no_formid'), 1);
+  await expectText(byId('cv-failed'), 0);
+  await expectText(byId('cv-pending'), 0);
+  assert.equal(await page.getByTestId('run-row').count(), 1);
+
+  // What WeChat (the sandbox) received: one message each, nickname filled in.
+  const { messages } = await ok('GET', `${sb}/sandbox/messages?appid=${APPID}`);
+  const got = Object.fromEntries(messages.map((m) => [m.touser, m.data.keyword1.value]));
+  assert.deepEqual(got, {
+    'o-e2e-alice': 'Hi Alice',
+    'o-e2e-bob': 'Hi Lee, Bob',
+    'o-e2e-carol': 'Hi Carol "CJ" Jones',
+  });
+  assert.ok(messages.every((m) => m.template_id === 'TPL_E2E' && m.page === 'pages/index/index'));
+});
+
+step('browse the deliveries', async () => {
+  const rows = page.getByTestId('delivery-row');
+  await waitFor('4 deliveries', async () => (await rows.count()) === 4);
+  await byId('deliveries-status').selectOption('sent');
+  await waitFor('3 sent deliveries', async () => (await rows.count()) === 3 &&
+    (await page.locator('[data-testid="delivery-row"][data-status="sent"]').count()) === 3);
+  await byId('deliveries-status').selectOption('no_formid');
+  await waitFor('1 no_formid delivery', async () => (await rows.count()) === 1);
+  await expectText(rows.first().getByTestId('delivery-openid'), 'o-e2e-dave');
+  await byId('deliveries-status').selectOption('');
+  await waitFor('4 deliveries again', async () => (await rows.count()) === 4);
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+});
+
+step('paste openids; page through deliveries with "more"', async () => {
+  await byId('nav-new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill('e2e pasted openids');
+  await byId('cf-template-id').fill('TPL_E2E');
+  await byId('cf-data').fill('{"keyword1": {"value": "{{openid}}"}}');
+  await byId('cf-audience-openids').check();
+  const openids = Array.from({ length: 60 }, (_, i) => `o-e2e-bulk-${String(i).padStart(2, '0')}`);
+  await byId('cf-openids').fill(openids.join('\n') + '\n');
+  await byId('cf-submit').click();
+  await expectText(byId('cv-name'), 'e2e pasted openids');
+  await expectText(byId('cv-status'), 'completed', 'the pasted campaign completes');
+  await expectText(byId('cv-no_formid'), 60);
+  const rows = page.getByTestId('delivery-row');
+  await waitFor('the first page of deliveries', async () => (await rows.count()) === 50);
+  assert.ok(await byId('deliveries-more').isVisible());
+  await byId('deliveries-more').click();
+  await waitFor('all 60 deliveries', async () => (await rows.count()) === 60);
+  await waitFor('no more pages', async () => !(await byId('deliveries-more').isVisible()));
+  const shown = await page.locator('[data-testid="delivery-row"]').evaluateAll((rs) => rs.map((r) => r.dataset.openid));
+  assert.deepEqual([...shown].sort(), openids);
+});
+
+step('a cron campaign: pause, resume, cancel, and 409s shown', async () => {
+  await byId('nav-new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill('e2e yearly cron');
+  await byId('cf-template-id').fill('TPL_E2E');
+  await byId('cf-data').fill('{"keyword1": {"value": "{{datetime}}"}}');
+  await byId('cf-audience-openids').check();
+  await byId('cf-openids').fill('o-e2e-alice\no-e2e-bob');
+  await byId('cf-schedule-cron').check();
+  await byId('cf-cron').fill('0 0 3 1 1 *');
+  assert.equal(await byId('cf-timezone').inputValue(), 'Asia/Shanghai');
+  await byId('cf-submit').click();
+  await expectText(byId('cv-name'), 'e2e yearly cron');
+  const id = (await byId('cv-id').textContent()).trim();
+  await expectText(byId('cv-status'), 'scheduled');
+  await expectText(byId('cv-schedule'), 'cron 0 0 3 1 1 * (Asia/Shanghai)');
+  // Jan 1st, 03:00 in Shanghai; the browser runs in Asia/Shanghai too.
+  await expectText(byId('cv-next-run'), /^\d{4}-01-01 03:00:00$/);
+  await expectText(byId('cv-live'), /^live/);
+
+  await byId('cv-pause').click();
+  await expectText(byId('cv-status'), 'paused');
+  assert.equal((await ok('GET', `${api}/v1/campaigns/${id}`, { token: ADMIN_TOKEN })).status, 'paused');
+  await byId('cv-pause').click();
+  await expectText(byId('cv-error'), /a paused campaign cannot be paused/);
+
+  await byId('cv-resume').click();
+  await expectText(byId('cv-status'), 'scheduled');
+  assert.equal(await byId('cv-error').isVisible(), false, 'the 409 message goes away');
+  await byId('cv-resume').click();
+  await expectText(byId('cv-error'), /a scheduled campaign cannot be resumed/);
+
+  await byId('cv-cancel').click(); // confirm() is accepted
+  await expectText(byId('cv-status'), 'cancelled');
+  await expectText(byId('cv-next-run'), '—');
+  const c = await ok('GET', `${api}/v1/campaigns/${id}`, { token: ADMIN_TOKEN });
+  assert.equal(c.status, 'cancelled');
+  assert.equal(c.totals.targeted, 0, 'the yearly cron never fired');
+  await byId('cv-pause').click();
+  await expectText(byId('cv-error'), /a cancelled campaign cannot be paused/);
+});
+
+step('an "at" campaign is scheduled at the chosen local time', async () => {
+  await byId('nav-new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill('e2e at');
+  await byId('cf-template-id').fill('TPL_E2E');
+  await byId('cf-data').fill('{"keyword1": {"value": "x"}}');
+  await byId('cf-audience-all').check();
+  await byId('cf-schedule-at').check();
+  await byId('cf-at').fill('2099-06-01T12:30:00');
+  await byId('cf-submit').click();
+  await expectText(byId('cv-name'), 'e2e at');
+  await expectText(byId('cv-status'), 'scheduled');
+  const id = (await byId('cv-id').textContent()).trim();
+  const c = await ok('GET', `${api}/v1/campaigns/${id}`, { token: ADMIN_TOKEN });
+  assert.equal(new Date(c.next_run_at).toISOString(), '2099-06-01T04:30:00.000Z'); // 12:30 +08:00
+  await byId('cv-cancel').click();
+  await expectText(byId('cv-status'), 'cancelled');
+});
+
+step('the dashboard lists the campaigns and the updated pool', async () => {
+  await byId('nav-dashboard').click();
+  const card = page.locator(`[data-testid="app-card"][data-appid="${APPID}"]`);
+  await expectText(card.getByTestId('stat-users'), 64, 'users = 3 + dave + 60 pasted');
+  await expectText(card.getByTestId('stat-valid_formids'), 3, 'one formId each was used');
+  await expectText(card.getByTestId('stat-consumed'), 3);
+  await waitFor('4 campaign rows', async () => (await page.getByTestId('campaign-row').count()) === 4);
+  await page.screenshot({ path: shot('dashboard'), fullPage: true });
+  await page.locator(`[data-testid="campaign-row"][data-id="${csvCampaignId}"]`).getByTestId('campaign-link').click();
+  await expectText(byId('cv-status'), 'completed');
+});
+
+step('no secret in the page; sign out forgets the token', async () => {
+  const html = await page.content();
+  assert.ok(!html.includes(SECRET), 'the page contains the app secret');
+  assert.ok(!html.includes(ADMIN_TOKEN), 'the page contains the admin token');
+  for (const { url, b } of await Promise.all(bodies)) {
+    assert.ok(!b.includes(SECRET), `${url} returned the app secret`);
+  }
+  assert.ok(!page.url().includes(ADMIN_TOKEN));
+  for (const line of consoleLines) {
+    assert.ok(!line.includes(ADMIN_TOKEN) && !line.includes(SECRET), `console: ${line}`);
+    // Only the browser's own notes on 4xx answers (the 401/409s above) are expected.
+    if (/^(error|warning)/.test(line)) assert.match(line, /Failed to load resource: the server responded with a status of 4\d\d/);
+  }
+  assert.deepEqual(pageErrors, []);
+
+  await byId('signout').click();
+  await byId('login-form').waitFor();
+  assert.equal(await storedToken(), null);
+  assert.equal(await page.getByTestId('campaign-row').count(), 0, 'signed-out page keeps no data');
+  await page.reload();
+  await byId('login-form').waitFor();
+  assert.ok(!(await byId('campaign-view').isVisible()));
+});
+
+after(async () => {
+  if (broken) dumpLogs();
+  if (browser) await browser.close().catch(() => {});
+  for (const p of [...children].reverse()) await stop(p);
+  if (pgBase) dropDatabase(pgBase);
+});
