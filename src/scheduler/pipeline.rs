@@ -34,6 +34,9 @@ use crate::wechat::{
 pub const MAX_SEND_ATTEMPTS: i16 = 3;
 /// A user's formIds tried per run when WeChat calls them invalid or used (41028 / 41029).
 pub const MAX_FORMIDS_PER_USER_PER_RUN: i16 = 3;
+/// When WeChat cannot be reached at all (no connection), nothing was sent: the delivery
+/// waits this long and is tried again, however long the outage lasts.
+pub const UNREACHABLE_RETRY_SECS: f64 = 10.0;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -115,6 +118,7 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
         msg_id: None,
         outcome_unknown: a.outcome_unknown,
         drop_formid,
+        retry_in_secs: 0.0,
     };
     let give_back = || match (a.template_kind, d.formid_id) {
         (true, Some(f)) => Effect::ReturnFormid(f),
@@ -156,6 +160,17 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
             }
             if a.attempts < max_attempts {
                 Next::RetryAfterBackoff
+            } else if matches!(e, WeChatError::Unreachable(_)) {
+                // Never reached WeChat: wait for it rather than fail the user. A template
+                // delivery keeps its formId; a subscribe grant goes back (it is claimed anew).
+                let mut o = outcome("pending", Some(e), !a.template_kind);
+                o.retry_in_secs = UNREACHABLE_RETRY_SECS;
+                let effect = if a.template_kind {
+                    Effect::None
+                } else {
+                    Effect::ReturnGrant(d.user_id)
+                };
+                done(o, effect, None)
             } else {
                 done(outcome("failed", Some(e), false), Effect::None, None)
             }
@@ -605,6 +620,22 @@ mod tests {
             last.attempts = 3;
             assert_eq!(done(decide(&last, &e, 3)).outcome.status, "failed");
         }
+    }
+
+    #[test]
+    fn an_unreachable_wechat_requeues_the_delivery_instead_of_failing_it() {
+        let unreachable = Err(WeChatError::Unreachable("connection refused".into()));
+        let mut a = attempt(true);
+        a.attempts = 3;
+        let d = done(decide(&a, &unreachable, 3));
+        assert_eq!(d.outcome.status, "pending");
+        assert!(!d.outcome.drop_formid, "the formId stays with the delivery");
+        assert_eq!(d.outcome.retry_in_secs, UNREACHABLE_RETRY_SECS);
+        let mut s = attempt(false);
+        s.attempts = 3;
+        let d = done(decide(&s, &unreachable, 3));
+        assert_eq!(d.outcome.status, "pending");
+        assert_eq!(d.effect, Effect::ReturnGrant(7));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub async fn claim_subscribe_batch(
 }
 
 /// The final word on one claimed delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub id: i64,
     /// `sent`, `failed`, or `pending` (to be claimed again).
@@ -145,6 +145,8 @@ pub struct Outcome {
     pub outcome_unknown: bool,
     /// Forget the formId the delivery held (it was returned or marked invalid).
     pub drop_formid: bool,
+    /// For `pending`: claimable again after this many seconds.
+    pub retry_in_secs: f64,
 }
 
 /// Side effects on the credit pool that go with a batch of outcomes.
@@ -174,6 +176,7 @@ pub async fn record(
     let mut msg_ids = Vec::with_capacity(outcomes.len());
     let mut unknown = Vec::with_capacity(outcomes.len());
     let mut drop_formid = Vec::with_capacity(outcomes.len());
+    let mut retry_in = Vec::with_capacity(outcomes.len());
     for o in outcomes {
         ids.push(o.id);
         statuses.push(o.status.to_string());
@@ -183,6 +186,7 @@ pub async fn record(
         msg_ids.push(o.msg_id.clone());
         unknown.push(o.outcome_unknown);
         drop_formid.push(o.drop_formid);
+        retry_in.push(o.retry_in_secs);
     }
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -192,10 +196,11 @@ pub async fn record(
             msg_id = o.msg_id, outcome_unknown = o.unknown,
             formid_id = case when o.drop_formid then null else d.formid_id end,
             form_id = case when o.drop_formid and o.status = 'pending' then null else d.form_id end,
+            next_attempt_at = now() + make_interval(secs => o.retry_in),
             lease_until = null, updated_at = now()
         from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::text[],
-                    $7::bool[], $8::bool[])
-             as o(id, status, errcode, errmsg, attempts, msg_id, unknown, drop_formid)
+                    $7::bool[], $8::bool[], $9::float8[])
+             as o(id, status, errcode, errmsg, attempts, msg_id, unknown, drop_formid, retry_in)
         where d.id = o.id and d.status = 'sending'
         "#,
         &ids,
@@ -205,7 +210,8 @@ pub async fn record(
         &attempts,
         &msg_ids as &[Option<String>],
         &unknown,
-        &drop_formid
+        &drop_formid,
+        &retry_in
     )
     .execute(&mut *tx)
     .await?;

@@ -586,3 +586,41 @@ async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
     );
     second.stop().await;
 }
+
+#[sqlx::test]
+async fn an_unreachable_wechat_delays_the_campaign_until_it_is_back(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let mut app = spawn_app(db).await;
+    for i in 0..5 {
+        app.user_with_formids(&format!("o-down{i}"), 1).await;
+    }
+    app.stop_wechat().await;
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
+    // Every delivery meets a refused connection and is put back, none fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from deliveries where status = 'pending' and errcode = 'unreachable'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting == 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never waited for WeChat"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.campaign(&id).await["totals"]["failed"], 0);
+    app.restart_wechat();
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 5, "{done}");
+    assert_eq!(app.wechat.messages().len(), 5);
+}

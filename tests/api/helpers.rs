@@ -21,7 +21,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub wechat: Sandbox,
     pub pool: PgPool,
-    _sandbox: SandboxServer,
+    wechat_url: String,
+    sandbox_server: Option<SandboxServer>,
     // The app runs until the test's runtime ends.
     _task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -88,7 +89,8 @@ pub async fn spawn_app_with(
         http: reqwest::Client::new(),
         wechat,
         pool,
-        _sandbox: sandbox,
+        wechat_url: sandbox.base_url.clone(),
+        sandbox_server: Some(sandbox),
         _task: instance.task,
     };
     let resp = app
@@ -123,7 +125,21 @@ pub async fn start_instance(
 
 impl TestApp {
     pub fn sandbox_url(&self) -> String {
-        self._sandbox.base_url.clone()
+        self.wechat_url.clone()
+    }
+
+    /// WeChat goes dark: connections to it are refused.
+    pub async fn stop_wechat(&mut self) {
+        if let Some(server) = self.sandbox_server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// WeChat is back on its old address, with its state.
+    pub fn restart_wechat(&mut self) {
+        let addr = self.wechat_url.trim_start_matches("http://");
+        let listener = std::net::TcpListener::bind(addr).expect("rebind the sandbox port");
+        self.sandbox_server = Some(self.wechat.serve(listener).unwrap());
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
