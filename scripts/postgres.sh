@@ -5,6 +5,7 @@
 # 2. A server on 127.0.0.1:5432 (Debian's cluster, a developer's): use it.
 # 3. Otherwise install Debian's postgresql package if missing and run a throwaway cluster
 #    (trust auth, port 54329) under ${FORMPUSH_PG_DIR:-/tmp/formpush-pg}.
+# FORMPUSH_PG_PRIVATE=1 skips 1 and 2: always the throwaway cluster.
 
 pg_bin() {
     local bin
@@ -19,6 +20,10 @@ pg_answers() { # url
 }
 
 ensure_postgres() {
+    if [ "${FORMPUSH_PG_PRIVATE:-0}" = 1 ]; then
+        start_private_cluster
+        return
+    fi
     if [ -n "${DATABASE_URL:-}" ] && pg_answers "$DATABASE_URL"; then
         PG_URL_BASE=$(printf '%s' "$DATABASE_URL" | sed -E 's#^(postgres(ql)?://[^/]+).*#\1#')
         return
@@ -37,6 +42,10 @@ ensure_postgres() {
             sleep 0.5
         done
     fi
+    start_private_cluster
+}
+
+start_private_cluster() {
     local port=54329 dir="${FORMPUSH_PG_DIR:-/tmp/formpush-pg}"
     local url="postgres://postgres@127.0.0.1:$port"
     if pg_answers "$url/postgres"; then PG_URL_BASE=$url; return; fi

@@ -127,3 +127,65 @@ async fn openapi_describes_every_endpoint_and_has_a_docs_page(
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("openapi"));
 }
+
+#[sqlx::test]
+async fn json_logs_carry_the_request_id_and_no_secret(
+    _: sqlx::postgres::PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        db.get_username(),
+        db.get_host(),
+        db.get_port(),
+        db.get_database().unwrap()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
+        .env("DATABASE_URL", url)
+        .env("FORMPUSH_BIND", format!("127.0.0.1:{port}"))
+        .env("FORMPUSH_ADMIN_TOKEN", "log-test-admin-token")
+        .env("FORMPUSH_SCHEDULER", "off")
+        .env("FORMPUSH_LOG_FORMAT", "json")
+        .env("WECHAT_APPID", "wxlogs")
+        .env("WECHAT_SECRET", "log-test-app-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("formpush listening"));
+    assert!(listening);
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/v1/apps/wxlogs"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let request_id = tokio::task::spawn_blocking(move || {
+        let line = lines
+            .map_while(Result::ok)
+            .find(|l| l.contains("invalid_admin_token"))
+            .unwrap();
+        let _ = child.kill();
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        assert!(!line.contains("log-test-app-secret") && !line.contains("log-test-admin-token"));
+        event["span"]["request_id"].as_str().map(str::to_string)
+    })
+    .await
+    .unwrap();
+    assert!(
+        request_id.is_some_and(|id| id.len() == 36),
+        "every request line names its request id"
+    );
+}
