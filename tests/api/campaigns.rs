@@ -158,14 +158,7 @@ async fn deliveries_page_with_a_cursor_and_filter_by_status(
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
-    let runs: Value = app
-        .admin(reqwest::Method::GET, &format!("/v1/campaigns/{id}/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = app.runs(&id).await;
     assert_eq!(runs["items"][0]["status"], "completed");
     assert_eq!(runs["items"][0]["totals"]["sent"], 3);
     let listed: Value = app

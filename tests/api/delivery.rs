@@ -399,14 +399,7 @@ async fn each_cron_firing_is_a_new_run(_: PgPoolOptions, db: PgConnectOptions) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.campaign_action(&id, "cancel").await;
-    let runs: Value = app
-        .admin(reqwest::Method::GET, &format!("/v1/campaigns/{id}/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = app.runs(&id).await;
     let runs = runs["items"].as_array().unwrap();
     assert!(runs.len() >= 2);
     assert!(

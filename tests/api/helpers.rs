@@ -259,6 +259,16 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    pub async fn runs(&self, id: &str) -> Value {
+        let resp = self
+            .admin(reqwest::Method::GET, &format!("/v1/campaigns/{id}/runs"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
     /// Creates a campaign and returns its id.
     pub async fn start_campaign(&self, body: Value) -> String {
         let resp = self.create_campaign(&body).await;
