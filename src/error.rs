@@ -94,9 +94,29 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        match &e {
+            // Text Postgres cannot store (NUL in text, \u0000 in jsonb) that no check refused
+            // before SQL: the request's fault, not the server's.
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some(UNSTORABLE_TEXT | UNSTORABLE_JSON)
+                ) =>
+            {
+                Self::bad_request(
+                    "invalid_text",
+                    "text must not contain NUL (\\u0000) characters",
+                )
+            }
+            _ => Self::Internal(e.into()),
+        }
     }
 }
+
+/// SQLSTATE character_not_in_repertoire: NUL in a text value.
+const UNSTORABLE_TEXT: &str = "22021";
+/// SQLSTATE untranslatable_character: `\u0000` in a jsonb value.
+const UNSTORABLE_JSON: &str = "22P05";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {

@@ -9,14 +9,22 @@ use crate::wechat::client::TokenApi;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutApp {
+    #[schema(min_length = 1, max_length = 128)]
     secret: String,
+    /// the push token, as in the WeChat console
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9]{3,32}$")]
     token: Option<String>,
+    /// the 43-character EncodingAESKey from the WeChat console
     #[serde(default)]
+    #[schema(min_length = 43, max_length = 43)]
     encoding_aes_key: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000)]
     send_rate_per_sec: Option<i32>,
+    /// stable (default) or classic
     #[serde(default)]
+    #[schema(pattern = "^(stable|classic)$")]
     token_api: Option<String>,
 }
 
@@ -63,10 +71,10 @@ pub async fn put_app(
     let appid = appid.into_inner();
     validate_appid(&appid)?;
     let body = body.into_inner();
-    if body.secret.is_empty() || body.secret.len() > 128 {
+    if body.secret.is_empty() || body.secret.len() > 128 || body.secret.contains('\0') {
         return Err(ApiError::invalid(
             "invalid_secret",
-            "secret must be 1 to 128 characters",
+            "secret must be 1 to 128 characters, none of them NUL",
         ));
     }
     if let Some(token) = &body.token {

@@ -22,6 +22,7 @@ pub struct ClientBody {
     #[serde(default)]
     form_id: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     form_ids: Option<Vec<String>>,
     #[serde(default)]
     prepay_id: Option<String>,
@@ -30,12 +31,14 @@ pub struct ClientBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
+    #[schema(max_items = 10_000)]
     items: Vec<ImportItem>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportItem {
+    #[schema(min_length = 1, max_length = 128)]
     openid: String,
     #[serde(default)]
     form_id: Option<String>,
@@ -232,10 +235,10 @@ pub async fn import(
         });
     }
     for (i, item) in items.iter().enumerate() {
-        if item.openid.is_empty() || item.openid.len() > 128 {
+        if item.openid.is_empty() || item.openid.len() > 128 || item.openid.contains('\0') {
             return Err(ApiError::invalid(
                 "invalid_openid",
-                format!("items[{i}].openid must be 1 to 128 characters"),
+                format!("items[{i}].openid must be 1 to 128 characters, none of them NUL"),
             ));
         }
         if item.form_id.is_some() == item.prepay_id.is_some() {

@@ -13,6 +13,7 @@ use crate::wechat::errcode;
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// the code from `wx.login`
+    #[schema(min_length = 1, max_length = 256)]
     code: String,
 }
 

@@ -56,10 +56,10 @@ pub async fn record(
                 format!("results.{template_id} must be a string such as \"accept\""),
             ));
         };
-        if template_id.is_empty() || template_id.len() > 128 {
+        if template_id.is_empty() || template_id.len() > 128 || template_id.contains('\0') {
             return Err(ApiError::invalid(
                 "invalid_template_id",
-                "template ids must be 1 to 128 characters",
+                "template ids must be 1 to 128 characters, none of them NUL",
             ));
         }
         if is_accept(status) {

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use formpush::sandbox::{Sandbox, SandboxConfig};
+use futures::StreamExt;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,6 +37,7 @@ const APP_INGEST: &str = "wxbenchingest";
 const APP_IMPORT: &str = "wxbenchimport";
 const APP_CLAIM: &str = "wxbenchclaim";
 const APP_PGBENCH: &str = "wxbenchpg";
+const APP_PGBENCH_CLAIM: &str = "wxbenchpgclaim";
 const TEMPLATE: &str = "TPL_BENCH";
 
 /// Benchmark formpush on this machine and compare it with pgbench (see BENCHMARKS.md).
@@ -81,8 +82,9 @@ struct Args {
     /// Items per import request (the API's maximum is 10,000).
     #[arg(long, default_value_t = 10_000)]
     import_batch_size: usize,
-    /// Import requests in flight at once.
-    #[arg(long, default_value_t = 1)]
+    /// Import requests in flight at once (2: one per core, as an admin backend importing in
+    /// parallel would).
+    #[arg(long, default_value_t = 2)]
     import_concurrency: usize,
     /// Concurrent tasks calling claim_template_batch.
     #[arg(long, default_value_t = 4)]
@@ -97,8 +99,9 @@ struct Args {
     /// pgbench clients for the single-row INSERT (64, as the ingestion connections).
     #[arg(long, default_value_t = 64)]
     pgbench_insert_clients: u32,
-    /// pgbench clients for the single claim UPDATE.
-    #[arg(long, default_value_t = 16)]
+    /// pgbench clients for the single claim UPDATE (64 gave this machine's highest commit
+    /// rate: group commit).
+    #[arg(long, default_value_t = 64)]
     pgbench_claim_clients: u32,
     /// Sandbox (fake WeChat) latencies for the campaign runs, in milliseconds.
     #[arg(long, value_delimiter = ',', default_value = "0,50")]
@@ -106,9 +109,20 @@ struct Args {
     /// Give up waiting for one campaign after this many seconds [default: 300; quick: 60].
     #[arg(long)]
     campaign_timeout_secs: Option<u64>,
+    /// Extra environment for the service, e.g. `--service-env FORMPUSH_SEND_CONCURRENCY=1024`
+    /// (repeatable); the benchmark's own settings (database, bind, WeChat) win.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    service_env: Vec<(String, String)>,
     /// Keep the benchmark databases afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
+}
+
+fn parse_env_pair(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
 }
 
 /// Sizes after applying `--quick` and the explicit flags.
@@ -131,10 +145,11 @@ impl Plan {
             ingest_warmup: Duration::from_millis(if q { 300 } else { 2_000 }),
             import_batches: args.import_batches.unwrap_or(if q { 2 } else { 20 }).max(1),
             pgbench_secs: args.pgbench_secs.unwrap_or(if q { 2 } else { 20 }).max(1),
-            campaign_timeout: Duration::from_secs(
-                args.campaign_timeout_secs
-                    .unwrap_or(if q { 60 } else { 300 }),
-            ),
+            campaign_timeout: Duration::from_secs(args.campaign_timeout_secs.unwrap_or(if q {
+                60
+            } else {
+                300
+            })),
         }
     }
 }
@@ -282,7 +297,13 @@ impl Report {
 
     fn print_table(&self) {
         let headers = [
-            "", "measurement", "result", "pgbench", "ratio", "target", "verdict",
+            "",
+            "measurement",
+            "result",
+            "pgbench",
+            "ratio",
+            "target",
+            "verdict",
         ];
         let cells: Vec<[String; 7]> = self
             .rows
@@ -341,7 +362,7 @@ fn fmt_num(v: f64) -> String {
         let digits = n.abs().to_string();
         let mut out = String::new();
         for (i, ch) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);
@@ -421,7 +442,11 @@ async fn machine(pg_url_base: &str) -> Machine {
         memory,
         postgres,
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        git: if dirty { format!("{git} + local changes") } else { git },
+        git: if dirty {
+            format!("{git} + local changes")
+        } else {
+            git
+        },
     }
 }
 
@@ -490,7 +515,7 @@ fn find_pgbench() -> Option<PathBuf> {
 
 const PGBENCH_INSERT: &str = r#"\set u random(:umin, :umax)
 insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
-values (:'appid', :u, md5(random()::text), 'formid', 1, now(), now() + interval '7 days')
+values (:appid, :u, md5(random()::text), 'formid', 1, now(), now() + interval '7 days')
 on conflict (appid, form_id) do nothing
 returning form_id;
 "#;
@@ -606,9 +631,9 @@ async fn seed_users_and_formids(
             sqlx::query(
                 "insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
                  select $1, u.id, md5(u.id::text || '-' || k), 'formid', 1,
-                        now() - make_interval(mins => $2 - k),
-                        now() - make_interval(mins => $2 - k) + interval '7 days'
-                 from users u cross join generate_series(1, $2) k
+                        now() - make_interval(mins => $2::int - k),
+                        now() - make_interval(mins => $2::int - k) + interval '7 days'
+                 from users u cross join generate_series(1, $2::int) k
                  where u.appid = $1 and u.id between $3 and $4",
             )
             .bind(appid)
@@ -681,9 +706,8 @@ async fn phase_pgbench(args: &Args, plan: &Plan, report: &mut Report) -> anyhow:
 
     // Single claim UPDATE over users × 5 formIds, as in (c).
     let claim_users = plan.users;
-    let (cmin, cmax) = seed_users_and_formids(&pool, APP_PGBENCH, "pgc-", claim_users, 5)
-        .await
-        .map(|(_, max)| (umax + 1, max))?;
+    let (cmin, cmax) =
+        seed_users_and_formids(&pool, APP_PGBENCH_CLAIM, "pgc-", claim_users, 5).await?;
     println!(
         "(e) pgbench single claim UPDATE over {claim_users} users x 5 formIds: -c {} -j 2 -T {secs}",
         args.pgbench_claim_clients
@@ -714,6 +738,21 @@ async fn phase_pgbench(args: &Args, plan: &Plan, report: &mut Report) -> anyhow:
             report.push(row);
         }
         Err(e) => report.push(Row::error("e", "pgbench single claim UPDATE", &e)),
+    }
+    // Users left without a usable formId make later claims no-ops (no commit to wait for),
+    // which would inflate the baseline.
+    let emptied: i64 = sqlx::query_scalar(
+        "select count(*) from users u where u.appid = $1 and not exists
+           (select 1 from formids f where f.user_id = u.id and f.uses_left > 0)",
+    )
+    .bind(APP_PGBENCH_CLAIM)
+    .fetch_one(&pool)
+    .await?;
+    if emptied * 20 > claim_users as i64 {
+        report.note(format!(
+            "(e) {emptied} of {claim_users} users ran out of formIds during the pgbench claim: \
+             part of its transactions claimed nothing, so its rate is inflated (use more --users)"
+        ));
     }
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -783,15 +822,18 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
             let mut claimed = 0u64;
             let mut other = 0u64;
             let mut calls = 0u64;
+            // Like the service's sender: a cursor over delivery ids (see Pipeline::work_app).
+            let mut after = 0i64;
             for _ in 0..max_calls {
                 let batch = formpush::store::deliveries::claim_template_batch(
-                    &pool, run_id, limit, "freshest", 120.0,
+                    &pool, run_id, limit, "freshest", 120.0, after,
                 )
                 .await?;
                 calls += 1;
                 if batch.is_empty() {
                     break;
                 }
+                after = batch.iter().map(|d| d.id).max().unwrap_or(after);
                 for d in &batch {
                     if d.status == "sending" {
                         claimed += 1;
@@ -936,6 +978,7 @@ struct Service {
 impl Service {
     async fn start(
         bin: &Path,
+        extra_env: &[(String, String)],
         database_url: &str,
         wechat_base: &str,
         workdir: &Path,
@@ -955,6 +998,7 @@ impl Service {
             )
         })?;
         let mut child = tokio::process::Command::new(&bin)
+            .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("serve")
             // Its own directory, so no developer .env is read.
             .current_dir(workdir)
@@ -963,6 +1007,9 @@ impl Service {
             .env("FORMPUSH_ADMIN_TOKEN", &admin_token)
             .env("WECHAT_API_BASE", wechat_base)
             .env("FORMPUSH_SCHEDULER", "on")
+            // Every benchmark login comes from 127.0.0.1.
+            .env("FORMPUSH_SESSION_RATE_PER_MIN", "1000000")
+            .env("NO_COLOR", "1")
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true)
@@ -1026,7 +1073,12 @@ impl Service {
         Ok(())
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -1190,7 +1242,6 @@ async fn login_users(
 ) -> anyhow::Result<Vec<String>> {
     let mut tokens = Vec::with_capacity(count);
     let mut pending = futures::stream::FuturesOrdered::new();
-    use futures::StreamExt;
     for i in 0..count {
         let code = wechat.sandbox.login_code(appid, &format!("ingest-{i}"));
         let http = svc.http.clone();
@@ -1338,12 +1389,7 @@ async fn phase_ingest(
     report.push(Row::info(
         "a",
         "ingestion latency p50 / p99 / max",
-        format!(
-            "{:.2} / {:.2} / {:.2} ms",
-            pct(0.50),
-            pct(0.99),
-            pct(1.0)
-        ),
+        format!("{:.2} / {:.2} / {:.2} ms", pct(0.50), pct(0.99), pct(1.0)),
     ));
     if total.errors > 0 || total.accepted != total.requests {
         report.note(format!(
@@ -1394,7 +1440,6 @@ async fn phase_import(
         bodies[0].len() / 1024,
         args.import_concurrency.max(1)
     );
-    use futures::StreamExt;
     let started = Instant::now();
     let results: Vec<anyhow::Result<u64>> = futures::stream::iter(bodies)
         .map(|body| svc.import(APP_IMPORT, body))
@@ -1409,7 +1454,10 @@ async fn phase_import(
     let rate = accepted as f64 / elapsed;
     let mut row = Row::at_least(
         "b",
-        format!("admin bulk import ({size} items/request)"),
+        format!(
+            "admin bulk import ({size} items/request, {} in flight)",
+            args.import_concurrency.max(1)
+        ),
         rate,
         "rows/s",
         100_000.0,
@@ -1424,7 +1472,9 @@ async fn phase_import(
     report.push(row);
     let expected = (batches * size) as u64;
     if accepted != expected {
-        report.note(format!("(b) {accepted} of {expected} imported formIds accepted"));
+        report.note(format!(
+            "(b) {accepted} of {expected} imported formIds accepted"
+        ));
     }
     Ok(())
 }
@@ -1526,7 +1576,11 @@ async fn phase_campaign(
         row.value = value;
         row.verdict = judge(done && status == "completed" && rate >= 2_000.0, quick);
         report.push(row);
-        let mut row = Row::info("d", format!("campaign total time, {latency_ms} ms"), format!("{total_secs:.1} s"));
+        let mut row = Row::info(
+            "d",
+            format!("campaign total time, {latency_ms} ms"),
+            format!("{total_secs:.1} s"),
+        );
         row.target = format!("< 60 s for {} users", fmt_num(100_000.0));
         row.verdict = judge(
             done && status == "completed" && users >= 100_000 && total_secs < 60.0,
@@ -1592,7 +1646,7 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
             format!("wxbenchcamp{l}"),
         ]
     };
-    let mut pids = Vec::new();
+    let mut keep_logs = false;
     for (i, latency) in latencies.iter().copied().enumerate() {
         let apps = apps_for(latency);
         let app_refs: Vec<&str> = apps.iter().map(String::as_str).collect();
@@ -1600,11 +1654,14 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
         // WeChat access tokens cached by the previous service belong to the previous sandbox.
         if i > 0 {
             let mut c = PgConnection::connect(&database_url).await?;
-            sqlx::query("delete from access_tokens").execute(&mut c).await?;
+            sqlx::query("delete from access_tokens")
+                .execute(&mut c)
+                .await?;
             let _ = c.close().await;
         }
         let svc = Service::start(
             &args.formpush_bin,
+            &args.service_env,
             &database_url,
             &wechat.server.base_url,
             &workdir,
@@ -1612,7 +1669,6 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
             &format!("{latency}ms"),
         )
         .await?;
-        pids.push(svc.pid());
         println!(
             "service pid {} on {} with fake WeChat at {} ({latency} ms)",
             svc.pid(),
@@ -1638,16 +1694,18 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
         }
         let log = svc.log.clone();
         svc.stop().await?;
-        let errors = std::fs::read_to_string(&log)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let errors: Vec<&str> = text
             .lines()
             .filter(|l| l.contains("ERROR") || l.contains("panicked"))
-            .count();
-        if errors > 0 {
+            .collect();
+        if !errors.is_empty() {
+            keep_logs = true;
             report.note(format!(
-                "service log {} has {errors} ERROR lines; last lines:\n{}",
+                "service log {} has {} ERROR lines, e.g. `{}`",
                 log.display(),
-                tail(&log)
+                errors.len(),
+                errors[0].trim()
             ));
         }
         wechat.server.stop().await;
@@ -1665,7 +1723,9 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     if !args.keep_db {
         drop_db(&args.pg_url_base, db_name).await?;
     }
-    let _ = std::fs::remove_dir_all(&workdir);
+    if !keep_logs {
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
     Ok(())
 }
 
@@ -1708,6 +1768,6 @@ fn main() -> anyhow::Result<()> {
         if report.rows.iter().any(|r| r.verdict == Verdict::Error) {
             bail!("the benchmark harness hit errors (see the table); misses alone never fail");
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     })
 }

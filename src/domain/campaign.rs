@@ -22,7 +22,7 @@ const MAX_NAME: usize = 200;
 const MAX_TEMPLATE_ID: usize = 128;
 const MAX_PAGE: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignKind {
     Template,
@@ -45,7 +45,7 @@ impl CampaignKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FormidPick {
     Freshest,
@@ -61,7 +61,7 @@ impl FormidPick {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Audience {
     All,
@@ -79,15 +79,18 @@ impl Audience {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AudienceUser {
     pub openid: String,
+    /// values of this user's `{{placeholders}}`
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub vars: Map<String, Value>,
 }
 
-/// The schedule as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The schedule as the API shows it. `timezone` defaults to Asia/Shanghai; `cron` has 6
+/// fields, seconds first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScheduleSpec {
     Now {
@@ -201,20 +204,32 @@ impl FieldError {
     }
 }
 
+/// One entry of a campaign's `data`, as WeChat takes it.
+#[derive(utoipa::ToSchema)]
+pub struct DataEntry {
+    /// may hold `{{placeholders}}`
+    pub value: String,
+    pub color: Option<String>,
+}
+
 /// `POST /v1/campaigns` as received.
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
+    #[schema(min_length = 1, max_length = 64)]
     pub appid: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `template` (formId + template/send) or `subscribe` (grant + subscribe/send)
-    #[schema(example = "subscribe")]
+    #[schema(value_type = CampaignKind, example = "subscribe")]
     pub kind: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub template_id: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub page: Option<String>,
     /// `{"keyword1": {"value": "Hi {{nickname}}"}}`; built-ins `{{openid}}`, `{{date}}`, `{{datetime}}`
-    #[schema(value_type = Object)]
+    #[schema(value_type = HashMap<String, DataEntry>, example = json!({"keyword1": {"value": "Hi {{openid}}"}}))]
     pub data: Value,
     /// template campaigns only
     #[serde(default)]
@@ -227,12 +242,13 @@ pub struct CampaignRequest {
     pub lang: Option<String>,
     /// template campaigns only: freshest (default) or expiring_first
     #[serde(default)]
+    #[schema(value_type = Option<FormidPick>)]
     pub formid_pick: Option<String>,
     /// `{"type":"all"}`, `{"type":"openids","openids":[...]}` or `{"type":"users","users":[{"openid","vars"}]}`
-    #[schema(value_type = Object)]
+    #[schema(value_type = Audience)]
     pub audience: Value,
     /// `{"type":"now"}`, `{"type":"at","at":RFC 3339}` or `{"type":"cron","cron":"0 30 9 * * *","timezone":"Asia/Shanghai"}`
-    #[schema(value_type = Object)]
+    #[schema(value_type = ScheduleSpec)]
     pub schedule: Value,
 }
 
@@ -255,6 +271,7 @@ pub struct CampaignSpec {
 
 impl CampaignSpec {
     pub fn parse(req: CampaignRequest) -> Result<Self, FieldError> {
+        check_no_nul(&req)?;
         let kind = CampaignKind::parse(&req.kind).ok_or_else(|| {
             FieldError::new(
                 "invalid_kind",
@@ -355,6 +372,50 @@ impl CampaignSpec {
             audience,
             schedule,
         })
+    }
+}
+
+/// Postgres text and jsonb cannot hold NUL (U+0000): refused here, before anything (such as
+/// the audience's users) is stored.
+fn check_no_nul(req: &CampaignRequest) -> Result<(), FieldError> {
+    let texts = [
+        ("name", Some(&req.name)),
+        ("template_id", Some(&req.template_id)),
+        ("page", req.page.as_ref()),
+        ("emphasis_keyword", req.emphasis_keyword.as_ref()),
+    ];
+    let documents = [
+        ("data", &req.data),
+        ("audience", &req.audience),
+        ("schedule", &req.schedule),
+    ];
+    let field = texts
+        .iter()
+        .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+        .map(|(field, _)| *field)
+        .or_else(|| {
+            documents
+                .iter()
+                .find(|(_, value)| json_has_nul(value))
+                .map(|(field, _)| *field)
+        });
+    match field {
+        Some(field) => Err(FieldError::new(
+            "invalid_text",
+            format!("{field} must not contain NUL (\\u0000) characters"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn json_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_has_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -589,6 +650,25 @@ mod tests {
         for (overrides, code) in cases {
             let err = CampaignSpec::parse(request(overrides.clone())).unwrap_err();
             assert_eq!(err.code, code, "{overrides} → {}", err.message);
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_every_stored_text() {
+        let cases = [
+            json!({"name": "a\u{0}b"}),
+            json!({"template_id": "T\u{0}"}),
+            json!({"page": "pages/\u{0}"}),
+            json!({"emphasis_keyword": "\u{0}"}),
+            json!({"data": {"keyword1": {"value": "hi\u{0}"}}}),
+            json!({"data": {"key\u{0}": {"value": "hi"}}}),
+            json!({"audience": {"type": "openids", "openids": ["o\u{0}"]}}),
+            json!({"audience": {"type": "users", "users": [{"openid": "o1", "vars": {"nickname": "\u{0}"}}]}}),
+            json!({"schedule": {"type": "cron", "cron": "0 0 9 * * *\u{0}"}}),
+        ];
+        for overrides in cases {
+            let err = CampaignSpec::parse(request(overrides.clone())).unwrap_err();
+            assert_eq!(err.code, "invalid_text", "{overrides} → {}", err.message);
         }
     }
 

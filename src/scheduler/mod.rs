@@ -99,6 +99,9 @@ impl Scheduler {
     }
 
     async fn ensure_worker(&self, appid: String) -> anyhow::Result<()> {
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
         {
             let workers = self.workers.lock().expect("workers lock");
             if workers.get(&appid).is_some_and(|h| !h.is_finished()) {
@@ -133,6 +136,8 @@ impl Scheduler {
 
     /// Waits for every sender to hand back its work (after `shutdown` was cancelled).
     pub async fn drain(&self) {
+        // A tick in progress may still start a sender: let it finish first.
+        let _no_more_ticks = self.tick_guard.lock().await;
         let handles: Vec<_> = self
             .workers
             .lock()

@@ -267,6 +267,8 @@ impl Pipeline {
             .ok_or_else(|| anyhow::anyhow!("app {appid} disappeared"))?;
         let mut limiter = Arc::new(rate_limiter(app.send_rate_per_sec));
         let mut renewed = Instant::now();
+        // Per run: the highest delivery id claimed in the current pass.
+        let mut cursors: std::collections::HashMap<Uuid, i64> = Default::default();
         store::deliveries::recover_stale(&self.pool, appid).await?;
         tracing::info!(%appid, "sender started");
         while !shutdown.is_cancelled() {
@@ -298,11 +300,18 @@ impl Pipeline {
             }
             let mut claimed_any = false;
             for run in &runs {
-                let claimed = self.step(&app, run, &limiter).await?;
-                if claimed == 0 {
-                    store::campaigns::finish_run_if_done(&self.pool, run.run_id).await?;
-                } else {
+                let after = cursors.get(&run.run_id).copied().unwrap_or(0);
+                let (claimed, last_id) = self.step(&app, run, &limiter, after).await?;
+                if claimed > 0 {
+                    cursors.insert(run.run_id, last_id);
                     claimed_any = true;
+                } else if after > 0 {
+                    // The pass is done; deliveries put back behind the cursor (next formId,
+                    // WeChat unreachable) are found by a pass from the start.
+                    cursors.insert(run.run_id, 0);
+                    claimed_any = true;
+                } else {
+                    store::campaigns::finish_run_if_done(&self.pool, run.run_id).await?;
                 }
             }
             if !claimed_any {
@@ -318,15 +327,18 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Claims, sends and records one batch of a run. Returns how many deliveries it claimed.
+    /// Claims (ids above `after`), sends and records one batch of a run. Returns how many
+    /// deliveries it claimed and the highest id among them.
     pub async fn step(
         &self,
         app: &AppRecord,
         run: &ActiveRun,
         limiter: &Arc<DefaultDirectRateLimiter>,
-    ) -> anyhow::Result<usize> {
+        after: i64,
+    ) -> anyhow::Result<(usize, i64)> {
         let template_kind = run.kind == "template";
         let limit = self.concurrency as i64;
+        let claimed_at = Instant::now();
         let claimed = if template_kind {
             store::deliveries::claim_template_batch(
                 &self.pool,
@@ -334,6 +346,7 @@ impl Pipeline {
                 limit,
                 &run.formid_pick,
                 self.send_lease.as_secs_f64(),
+                after,
             )
             .await?
         } else {
@@ -343,16 +356,18 @@ impl Pipeline {
                 limit,
                 &run.template_id,
                 self.send_lease.as_secs_f64(),
+                after,
             )
             .await?
         };
         let count = claimed.len();
+        let last_id = claimed.iter().map(|d| d.id).max().unwrap_or(after);
         let to_send: Vec<Claimed> = claimed
             .into_iter()
             .filter(|d| d.status == "sending")
             .collect();
         if to_send.is_empty() {
-            return Ok(count);
+            return Ok((count, last_id));
         }
         let tz: Tz = run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
         let data = match &run.data {
@@ -391,7 +406,8 @@ impl Pipeline {
             }
             outcomes.push(r.outcome);
         }
-        store::deliveries::record(&self.pool, &outcomes, &effects, &run.template_id).await?;
+        self.record(&outcomes, &effects, &run.template_id, claimed_at)
+            .await?;
         match stop {
             Some(CampaignStop::Failed(err)) => {
                 tracing::warn!(campaign_id = %run.campaign_id, error = %err, "campaign failed");
@@ -405,7 +421,7 @@ impl Pipeline {
             }
             None => {}
         }
-        Ok(count)
+        Ok((count, last_id))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -509,6 +525,34 @@ impl Pipeline {
                     rejected_token = Some(token.expose_secret().to_string());
                 }
                 Next::RetryAfterBackoff => self.backoff(attempt.attempts).await,
+            }
+        }
+    }
+
+    /// Records a sent batch. WeChat has acted on it already, so a database outage must not
+    /// lose the outcomes (a subscribe send would end `unknown_outcome` although it was
+    /// sent, a template send would be repeated for its 41029): retried while the batch's
+    /// send lease lasts (past it the deliveries belong to `recover_stale`), but only when no
+    /// connection could be had at all. Nothing was written then; after any other error the
+    /// transaction may have committed, and its credit effects must not apply twice.
+    async fn record(
+        &self,
+        outcomes: &[Outcome],
+        effects: &CreditEffects,
+        template_id: &str,
+        claimed_at: Instant,
+    ) -> sqlx::Result<()> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match store::deliveries::record(&self.pool, outcomes, effects, template_id).await {
+                Err(sqlx::Error::PoolTimedOut)
+                    if claimed_at.elapsed() + delay < self.send_lease =>
+                {
+                    tracing::warn!("no database connection to record sent messages; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                done => return done,
             }
         }
     }

@@ -64,6 +64,9 @@ pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<bool> {
 }
 
 pub async fn find(pool: &PgPool, appid: &str) -> sqlx::Result<Option<AppRecord>> {
+    if !super::storable(appid) {
+        return Ok(None);
+    }
     let row = sqlx::query!(
         r#"
         select appid, secret, push_token, encoding_aes_key, send_rate_per_sec, token_api,
@@ -87,6 +90,9 @@ pub async fn find(pool: &PgPool, appid: &str) -> sqlx::Result<Option<AppRecord>>
 }
 
 pub async fn exists(pool: &PgPool, appid: &str) -> sqlx::Result<bool> {
+    if !super::storable(appid) {
+        return Ok(false);
+    }
     let row = sqlx::query!(
         r#"select exists(select 1 from apps where appid = $1) as "exists!""#,
         appid

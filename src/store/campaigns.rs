@@ -148,6 +148,9 @@ pub async fn list(
     appid: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<CampaignRow>> {
+    if !appid.is_none_or(super::storable) {
+        return Ok(vec![]);
+    }
     sqlx::query_as!(
         CampaignRow,
         r#"

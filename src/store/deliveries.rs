@@ -21,7 +21,8 @@ pub struct Claimed {
     pub vars: Option<Value>,
 }
 
-/// Claims up to `limit` pending deliveries of a template run, each with the user's best
+/// Claims up to `limit` pending deliveries of a template run with ids above `after_id`
+/// (the sender's cursor), each with the user's best
 /// usable formId (consumed in the same statement). A delivery that already holds a formId
 /// (an unknown outcome being retried) keeps it. Users without one end `no_formid`.
 pub async fn claim_template_batch(
@@ -30,6 +31,7 @@ pub async fn claim_template_batch(
     limit: i64,
     formid_pick: &str,
     lease_secs: f64,
+    after_id: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
         Claimed,
@@ -38,25 +40,27 @@ pub async fn claim_template_batch(
             select d.id, d.user_id, d.formid_id, a.vars
             from deliveries d
             left join campaign_audience a on a.campaign_id = d.campaign_id and a.user_id = d.user_id
-            where d.run_id = $1 and d.status = 'pending' and d.next_attempt_at <= now()
+            where d.run_id = $1 and d.id > $5 and d.status = 'pending'
+              and d.next_attempt_at <= now()
             order by d.id
             limit $2
             for update of d skip locked
         ),
+        -- One row per picked delivery: its held formId, or the user's best usable one.
         credit as (
-            select p.id as delivery_id, f.id as formid_id, f.form_id
+            select p.id as delivery_id, p.vars, f.id as formid_id, f.form_id
             from picked p
-            cross join lateral (
+            left join lateral (
                 select f.id, f.form_id from formids f
-                where f.user_id = p.user_id and f.uses_left > 0 and not f.invalid
+                where p.formid_id is null and f.user_id = p.user_id
+                  and f.uses_left > 0 and not f.invalid
                   -- not one that may expire before WeChat sees it
                   and f.expires_at > now() + interval '1 minute'
                 order by case when $3::text = 'expiring_first' then f.expires_at end asc,
                          f.created_at desc
                 limit 1
                 for update skip locked
-            ) f
-            where p.formid_id is null
+            ) f on true
         ),
         consumed as (
             update formids f set uses_left = f.uses_left - 1, last_used_at = now()
@@ -73,21 +77,23 @@ pub async fn claim_template_batch(
             formids_tried = d.formids_tried + (case when c.formid_id is null then 0 else 1 end),
             lease_until = now() + make_interval(secs => $4),
             updated_at = now()
-        from picked p left join credit c on c.delivery_id = p.id
-        where d.id = p.id
+        from credit c
+        where d.id = c.delivery_id
         returning d.id, d.user_id, d.openid, d.status, d.formid_id, d.form_id,
-                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
+                  d.formids_tried, d.attempts, d.outcome_unknown, c.vars as "vars?"
         "#,
         run_id,
         limit,
         formid_pick,
-        lease_secs
+        lease_secs,
+        after_id
     )
     .fetch_all(pool)
     .await
 }
 
-/// Claims up to `limit` pending deliveries of a subscribe run, each spending one of the
+/// Claims up to `limit` pending deliveries of a subscribe run with ids above `after_id`,
+/// each spending one of the
 /// user's grants for the template. Users without one end `no_quota`.
 pub async fn claim_subscribe_batch(
     pool: &PgPool,
@@ -95,6 +101,7 @@ pub async fn claim_subscribe_batch(
     limit: i64,
     template_id: &str,
     lease_secs: f64,
+    after_id: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
         Claimed,
@@ -103,7 +110,8 @@ pub async fn claim_subscribe_batch(
             select d.id, d.user_id, a.vars
             from deliveries d
             left join campaign_audience a on a.campaign_id = d.campaign_id and a.user_id = d.user_id
-            where d.run_id = $1 and d.status = 'pending' and d.next_attempt_at <= now()
+            where d.run_id = $1 and d.id > $5 and d.status = 'pending'
+              and d.next_attempt_at <= now()
             order by d.id
             limit $2
             for update of d skip locked
@@ -126,7 +134,8 @@ pub async fn claim_subscribe_batch(
         run_id,
         limit,
         template_id,
-        lease_secs
+        lease_secs,
+        after_id
     )
     .fetch_all(pool)
     .await

@@ -178,6 +178,7 @@ async fn json_logs_carry_the_request_id_and_no_secret(
             .find(|l| l.contains("invalid_admin_token"))
             .unwrap();
         let _ = child.kill();
+        let _ = child.wait();
         let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
         assert!(!line.contains("log-test-app-secret") && !line.contains("log-test-admin-token"));
         event["span"]["request_id"].as_str().map(str::to_string)

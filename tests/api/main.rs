@@ -7,6 +7,7 @@ mod delivery;
 mod formids;
 mod health;
 mod helpers;
+mod hostile;
 mod multi_instance;
 mod push;
 mod sessions;
