@@ -51,28 +51,49 @@ fn assert_each_user_reached_once(app: &crate::helpers::TestApp, users: usize) {
     );
 }
 
-#[sqlx::test]
-async fn three_instances_racing_on_one_campaign_reach_each_user_once(
-    _: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+/// `instances` formpush instances (scheduler on in all) on one database and one campaign.
+async fn race(db: PgConnectOptions, instances: usize) {
     let config = SandboxConfig {
         latency: Duration::from_millis(5),
         ..Default::default()
     };
-    let app = spawn_app_with(db.clone(), config, &[("FORMPUSH_SEND_CONCURRENCY", "16")]).await;
-    seed(&app, 300).await;
     let extra = [("FORMPUSH_SEND_CONCURRENCY", "16")];
-    let b = start_instance(&db, &app.sandbox_url(), &extra).await;
-    let c = start_instance(&db, &app.sandbox_url(), &extra).await;
+    let app = spawn_app_with(db.clone(), config, &extra).await;
+    seed(&app, 300).await;
+    let mut others = Vec::new();
+    for _ in 1..instances {
+        others.push(start_instance(&db, &app.sandbox_url(), &extra).await);
+    }
     let id = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
     let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 300, "{done}");
+    assert_eq!(
+        app.runs(&id).await["items"].as_array().unwrap().len(),
+        1,
+        "one run"
+    );
     assert_each_user_reached_once(&app, 300);
-    b.stop().await;
-    c.stop().await;
+    for other in others {
+        other.stop().await;
+    }
+}
+
+#[sqlx::test]
+async fn two_instances_racing_on_one_campaign_reach_each_user_once(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    race(db, 2).await;
+}
+
+#[sqlx::test]
+async fn three_instances_racing_on_one_campaign_reach_each_user_once(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    race(db, 3).await;
 }
 
 #[sqlx::test]
@@ -140,4 +161,62 @@ async fn a_killed_instance_mid_campaign_is_taken_over_without_double_sends(
     assert_eq!(done["totals"]["sent"], 400, "{done}");
     assert_each_user_reached_once(&app, 400);
     survivor.stop().await;
+}
+
+#[sqlx::test]
+async fn sigterm_stops_the_process_cleanly_within_ten_seconds(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        db.get_username(),
+        db.get_host(),
+        db.get_port(),
+        db.get_database().unwrap()
+    );
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
+            .env("DATABASE_URL", url)
+            .env("FORMPUSH_BIND", format!("127.0.0.1:{port}"))
+            .env("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start formpush"),
+    );
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
 }
