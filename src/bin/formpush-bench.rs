@@ -11,6 +11,9 @@
 //! - (b) admin bulk import, 10,000 items per request;
 //! - (d) end-to-end template campaigns to `--users` users against the in-process WeChat
 //!   sandbox answering after 0 ms and after 50 ms;
+//! - (soak, only with `--phases soak`) ten minutes of paced ingestion and a campaign every
+//!   30 s at half those rates, with the service's memory, file descriptors, Postgres
+//!   connections and ingestion latency sampled every 10 s: flat or growing;
 //!
 //! and samples the service's resident memory (VmRSS / VmHWM) throughout. It prints a table
 //! with ratios to pgbench and PASS/MISS per target; a miss never fails the process (this is a
@@ -60,7 +63,8 @@ struct Args {
     /// recreated on it.
     #[arg(long, env = "PG_URL_BASE")]
     pg_url_base: String,
-    /// Phases to run, comma-separated: pgbench, claim, ingest, import, campaign.
+    /// Phases to run, comma-separated: pgbench, claim, ingest, import, campaign, soak (the
+    /// soak is never in the default list: `--phases soak`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -116,6 +120,38 @@ struct Args {
     /// Keep the benchmark databases afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
+    /// Soak (phase `soak`, never in the default list): seconds of mixed load
+    /// [default: 600; quick: 20].
+    #[arg(long)]
+    soak_secs: Option<u64>,
+    /// Soak: client formIds per second, paced (open loop) over --soak-connections; half the
+    /// ingestion result when the soak was written (10,059/s, see BENCHMARKS.md).
+    #[arg(long, default_value_t = 5_000.0)]
+    soak_ingest_rate: f64,
+    /// Soak: keep-alive connections carrying the paced ingestion.
+    #[arg(long, default_value_t = 32)]
+    soak_connections: usize,
+    /// Soak: the campaign app's send_rate_per_sec; half the campaign rate at 50 ms when the
+    /// soak was written (2,023/s, see BENCHMARKS.md).
+    #[arg(long, default_value_t = 1_000)]
+    soak_send_rate: u32,
+    /// Soak: a campaign starts every this many seconds [default: 30; quick: 5].
+    #[arg(long)]
+    soak_campaign_every_secs: Option<u64>,
+    /// Soak: users per campaign (a rotating slice of 5 x this many users) [default: 10000;
+    /// quick: 500].
+    #[arg(long)]
+    soak_campaign_users: Option<usize>,
+    /// Soak: fake WeChat latency in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    soak_latency_ms: u64,
+    /// Soak: seconds per sample window [default: 10; quick: 2].
+    #[arg(long)]
+    soak_window_secs: Option<u64>,
+    /// Soak: seconds left out before the "first minute" of the flatness check [default: 30;
+    /// quick: 4].
+    #[arg(long)]
+    soak_warmup_secs: Option<u64>,
 }
 
 fn parse_env_pair(raw: &str) -> Result<(String, String), String> {
@@ -134,6 +170,11 @@ struct Plan {
     import_batches: usize,
     pgbench_secs: u64,
     campaign_timeout: Duration,
+    soak_secs: u64,
+    soak_window_secs: u64,
+    soak_warmup_secs: u64,
+    soak_campaign_every_secs: u64,
+    soak_campaign_users: usize,
 }
 
 impl Plan {
@@ -150,6 +191,20 @@ impl Plan {
             } else {
                 300
             })),
+            soak_secs: args.soak_secs.unwrap_or(if q { 20 } else { 600 }).max(1),
+            soak_window_secs: args
+                .soak_window_secs
+                .unwrap_or(if q { 2 } else { 10 })
+                .max(1),
+            soak_warmup_secs: args.soak_warmup_secs.unwrap_or(if q { 4 } else { 30 }),
+            soak_campaign_every_secs: args
+                .soak_campaign_every_secs
+                .unwrap_or(if q { 5 } else { 30 })
+                .max(1),
+            soak_campaign_users: args
+                .soak_campaign_users
+                .unwrap_or(if q { 500 } else { 10_000 })
+                .max(1),
         }
     }
 }
@@ -243,6 +298,8 @@ struct Report {
     notes: Vec<String>,
     /// pgbench transactions/s by script name ("insert", "claim").
     pgbench: BTreeMap<&'static str, f64>,
+    /// Further markdown sections for --out (the soak's windows).
+    sections: Vec<String>,
 }
 
 impl Report {
@@ -291,6 +348,10 @@ impl Report {
             for n in &self.notes {
                 s.push_str(&format!("- {n}\n"));
             }
+        }
+        for section in &self.sections {
+            s.push('\n');
+            s.push_str(section);
         }
         s
     }
@@ -1603,6 +1664,920 @@ async fn phase_campaign(
 }
 
 // ---------------------------------------------------------------------------------------
+// soak: paced ingestion and periodic campaigns for minutes, watching for growth
+
+const APP_SOAK: &str = "wxbenchsoak";
+const SOAK_DB: &str = "formpush_bench_soak";
+/// The campaigns rotate over this many slices of --soak-campaign-users users.
+const SOAK_SLICES: usize = 5;
+/// "flat": the last minute's average is at most this much above the first minute's...
+const SOAK_TOLERANCE: f64 = 0.20;
+/// ...and, for resident memory, at most this many MiB above it.
+const SOAK_RSS_TOLERANCE_MIB: f64 = 20.0;
+
+/// What the paced ingestion connections share with the sampler.
+#[derive(Default)]
+struct SoakIngest {
+    accepted: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Scheduled requests dropped because their connection had fallen more than 1 s behind.
+    skipped: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+    /// Latencies (µs) of the responses received in the current window.
+    window_us: std::sync::Mutex<Vec<u32>>,
+}
+
+impl SoakIngest {
+    fn error(&self, e: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(e);
+    }
+}
+
+/// One sample window of the soak.
+#[derive(Debug, Clone)]
+struct SoakWindow {
+    /// Seconds since the soak started, at the end of the window.
+    end_secs: f64,
+    /// Service VmRSS at the end of the window.
+    rss_mib: f64,
+    /// Entries of /proc/PID/fd at the end of the window.
+    fds: f64,
+    /// Connections to the soak database in pg_stat_activity at the end of the window.
+    pg_conns: f64,
+    accepted_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    sends_per_sec: f64,
+    errors: u64,
+    campaigns_done: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SoakCampaign {
+    n: usize,
+    slice: usize,
+    /// Seconds since the soak started when it was due, and how late it started.
+    due_secs: f64,
+    late_secs: f64,
+    /// Import of the fresh formIds.
+    import_secs: f64,
+    /// From the POST to a final status.
+    secs: f64,
+    status: String,
+    targeted: u64,
+    sent: u64,
+    failed: u64,
+    no_formid: u64,
+    error: Option<String>,
+}
+
+impl SoakCampaign {
+    fn ok(&self, users: usize) -> bool {
+        self.error.is_none()
+            && self.status == "completed"
+            && self.targeted == users as u64
+            && self.sent == self.targeted
+    }
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[idx] as f64 / 1000.0
+}
+
+fn count_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// One keep-alive connection posting one formId per request on a fixed schedule (open
+/// loop): request k is due at `first + k * interval`. A request's latency counts from its
+/// due time when the connection was still busy then (so a stall counts fully, as it would
+/// for the clients that arrive during it), else from when it was sent.
+#[allow(clippy::too_many_arguments)]
+async fn soak_ingest_conn(
+    addr: String,
+    tokens: Vec<String>,
+    conn_index: u32,
+    nonce: u32,
+    first: Instant,
+    interval: Duration,
+    deadline: Instant,
+    shared: Arc<SoakIngest>,
+) {
+    let mut conn = match RawConn::connect(&addr).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            shared.error(format!("connect: {e:#}"));
+            None
+        }
+    };
+    let max_requests = (deadline.saturating_duration_since(first).as_secs_f64()
+        / interval.as_secs_f64().max(1e-6)) as u64
+        + 2;
+    let mut next = first;
+    let mut counter: u64 = 0;
+    while next < deadline && counter < max_requests {
+        counter += 1;
+        let origin = if Instant::now() >= next {
+            next
+        } else {
+            tokio::time::sleep_until(next.into()).await;
+            Instant::now()
+        };
+        next += interval;
+        let Some(c) = conn.as_mut() else {
+            // Reconnect on the next due time, not in a tight loop.
+            conn = match RawConn::connect(&addr).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    shared.error(format!("connect: {e:#}"));
+                    None
+                }
+            };
+            continue;
+        };
+        let token = &tokens[(counter as usize) % tokens.len()];
+        let form_id = format!("{nonce:08x}{conn_index:08x}{counter:016x}");
+        let body = format!("{{\"form_id\":\"{form_id}\"}}");
+        let request = format!(
+            "POST /v1/apps/{APP_INGEST}/formids HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let result = tokio::time::timeout(Duration::from_secs(30), c.roundtrip(request.as_bytes()))
+            .await
+            .map_err(|_| anyhow!("request timed out"))
+            .and_then(|r| r);
+        let done = Instant::now();
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok((200, body)) => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                shared
+                    .accepted
+                    .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                let us = (done - origin).as_micros().min(u32::MAX as u128) as u32;
+                shared
+                    .window_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(us);
+            }
+            Ok((status, body)) => {
+                shared.error(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            Err(e) => {
+                shared.error(format!("{e:#}"));
+                conn = None;
+            }
+        }
+        // More than a second behind: drop the missed due times (counted) rather than
+        // bursting them.
+        if done > next + Duration::from_secs(1) {
+            let behind = (done - next).as_secs_f64();
+            let missed = (behind / interval.as_secs_f64()).floor() as u64;
+            next += interval.mul_f64(missed as f64);
+            counter += missed;
+            shared.skipped.fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Imports a fresh sandbox-issued formId for every user of the slice, creates a template
+/// campaign to exactly them and polls it until it ends.
+async fn soak_one_campaign(
+    svc: &Service,
+    sandbox: &Sandbox,
+    c: &mut SoakCampaign,
+    users: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let openids: Vec<String> = (0..users).map(|i| format!("soak{}-{i}", c.slice)).collect();
+    let items: Vec<(String, String)> = openids
+        .iter()
+        .map(|o| (o.clone(), sandbox.form_id(APP_SOAK, o)))
+        .collect();
+    let import_started = Instant::now();
+    let mut accepted = 0;
+    for chunk in items.chunks(10_000) {
+        accepted += svc
+            .import(APP_SOAK, import_body(chunk.iter().cloned()))
+            .await?;
+    }
+    c.import_secs = import_started.elapsed().as_secs_f64();
+    if accepted != users as u64 {
+        bail!("import accepted {accepted} of {users} fresh formIds");
+    }
+    let campaign = json!({
+        "appid": APP_SOAK,
+        "name": format!("soak #{} (slice {})", c.n, c.slice),
+        "kind": "template",
+        "template_id": TEMPLATE,
+        "page": "pages/index/index",
+        "data": {"keyword1": {"value": "{{openid}}"}, "keyword2": {"value": "{{datetime}}"}},
+        "audience": {"type": "openids", "openids": openids},
+        "schedule": {"type": "now"}
+    });
+    let started = Instant::now();
+    let created = svc
+        .admin(reqwest::Method::POST, "/v1/campaigns", Some(&campaign))
+        .await?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("campaign answer without id: {created}"))?
+        .to_string();
+    let mut last = Value::Null;
+    while started.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = svc
+            .admin(reqwest::Method::GET, &format!("/v1/campaigns/{id}"), None)
+            .await?;
+        let status = last["status"].as_str().unwrap_or_default();
+        if matches!(status, "completed" | "failed" | "cancelled") {
+            break;
+        }
+    }
+    c.secs = started.elapsed().as_secs_f64();
+    c.status = last["status"].as_str().unwrap_or("?").to_string();
+    let t = &last["totals"];
+    c.targeted = t["targeted"].as_u64().unwrap_or(0);
+    c.sent = t["sent"].as_u64().unwrap_or(0);
+    c.failed = t["failed"].as_u64().unwrap_or(0);
+    c.no_formid = t["no_formid"].as_u64().unwrap_or(0);
+    if !matches!(c.status.as_str(), "completed" | "failed" | "cancelled") {
+        c.error = Some(format!(
+            "still {} after {:.0} s (totals {t})",
+            c.status,
+            timeout.as_secs_f64()
+        ));
+    } else if c.status != "completed" {
+        c.error = Some(format!(
+            "ended {}: last_error {}",
+            c.status, last["last_error"]
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a campaign every `every` from `start` until `end` (one at a time: a campaign that
+/// is still running delays the next one), each to the next slice of users.
+#[allow(clippy::too_many_arguments)]
+async fn soak_campaigns(
+    svc: &Service,
+    sandbox: &Sandbox,
+    start: Instant,
+    end: Instant,
+    every: Duration,
+    users: usize,
+    timeout: Duration,
+    done: &std::sync::atomic::AtomicUsize,
+) -> Vec<SoakCampaign> {
+    let mut out = Vec::new();
+    // Bounded by `end`; the cap is a safety net.
+    for n in 0..100_000usize {
+        let due = start + every.mul_f64(n as f64);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let mut c = SoakCampaign {
+            n,
+            slice: n % SOAK_SLICES,
+            due_secs: (due - start).as_secs_f64(),
+            late_secs: due.elapsed().as_secs_f64(),
+            ..SoakCampaign::default()
+        };
+        if let Err(e) = soak_one_campaign(svc, sandbox, &mut c, users, timeout).await {
+            c.error = Some(format!("{e:#}"));
+        }
+        if !c.ok(users) {
+            println!(
+                "  soak campaign #{n}: {} targeted {} sent {} failed {} no_formid {}{}",
+                c.status,
+                c.targeted,
+                c.sent,
+                c.failed,
+                c.no_formid,
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        done.fetch_add(1, Ordering::SeqCst);
+        out.push(c);
+    }
+    out
+}
+
+const SOAK_HEADER: [&str; 10] = [
+    "t (s)",
+    "RSS MiB",
+    "fds",
+    "PG conns",
+    "accepted/s",
+    "p50 ms",
+    "p99 ms",
+    "sends/s",
+    "errors",
+    "campaigns done",
+];
+
+fn soak_cells(w: &SoakWindow) -> [String; 10] {
+    [
+        format!("{:.0}", w.end_secs),
+        format!("{:.1}", w.rss_mib),
+        format!("{:.0}", w.fds),
+        format!("{:.0}", w.pg_conns),
+        fmt_num(w.accepted_per_sec),
+        format!("{:.2}", w.p50_ms),
+        format!("{:.2}", w.p99_ms),
+        fmt_num(w.sends_per_sec),
+        w.errors.to_string(),
+        w.campaigns_done.to_string(),
+    ]
+}
+
+fn soak_print_line(cells: &[String]) {
+    let widths = [6, 8, 5, 8, 10, 7, 7, 8, 6, 14];
+    let parts: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .map(|(c, w)| format!("{c:>w$}"))
+        .collect();
+    println!("  {}", parts.join(" "));
+}
+
+/// Every `window` from `start` for `windows` windows: the service's RSS, fds, Postgres
+/// connections, and the ingestion and send rates of the window.
+#[allow(clippy::too_many_arguments)]
+async fn soak_sampler(
+    pg_url_base: &str,
+    pid: u32,
+    sandbox: &Sandbox,
+    shared: &SoakIngest,
+    campaigns_done: &std::sync::atomic::AtomicUsize,
+    start: Instant,
+    window: Duration,
+    windows: u64,
+) -> Vec<SoakWindow> {
+    // Connected to the `postgres` database, so this connection is not counted.
+    let mut pg: Option<PgConnection> = None;
+    let mut out = Vec::new();
+    let mut prev_at = start;
+    let mut prev_accepted = 0u64;
+    let mut prev_errors = 0u64;
+    let mut prev_sends = sandbox.message_count() as u64;
+    soak_print_line(&SOAK_HEADER.map(String::from));
+    for k in 1..=windows {
+        tokio::time::sleep_until((start + window.mul_f64(k as f64)).into()).await;
+        let now = Instant::now();
+        let mut lat =
+            std::mem::take(&mut *shared.window_us.lock().unwrap_or_else(|e| e.into_inner()));
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let errors = shared.errors.load(Ordering::Relaxed);
+        let sends = sandbox.message_count() as u64;
+        let rss_kb = proc_status_kb(pid, "VmRSS:");
+        let fds = count_fds(pid);
+        if pg.is_none() {
+            pg = PgConnection::connect(&db_url(pg_url_base, "postgres"))
+                .await
+                .ok();
+        }
+        let mut pg_conns = f64::NAN;
+        if let Some(c) = pg.as_mut() {
+            match sqlx::query_scalar::<_, i64>(
+                "select count(*) from pg_stat_activity where datname = $1",
+            )
+            .bind(SOAK_DB)
+            .fetch_one(&mut *c)
+            .await
+            {
+                Ok(n) => pg_conns = n as f64,
+                Err(_) => pg = None,
+            }
+        }
+        lat.sort_unstable();
+        let secs = (now - prev_at).as_secs_f64().max(1e-3);
+        let w = SoakWindow {
+            end_secs: (now - start).as_secs_f64(),
+            rss_mib: rss_kb.map_or(f64::NAN, |kb| kb as f64 / 1024.0),
+            fds: fds.map_or(f64::NAN, |n| n as f64),
+            pg_conns,
+            accepted_per_sec: (accepted - prev_accepted) as f64 / secs,
+            p50_ms: percentile_ms(&lat, 0.50),
+            p99_ms: percentile_ms(&lat, 0.99),
+            sends_per_sec: sends.saturating_sub(prev_sends) as f64 / secs,
+            errors: errors - prev_errors,
+            campaigns_done: campaigns_done.load(Ordering::SeqCst),
+        };
+        soak_print_line(&soak_cells(&w));
+        out.push(w);
+        prev_at = now;
+        prev_accepted = accepted;
+        prev_errors = errors;
+        prev_sends = sends;
+    }
+    if let Some(c) = pg {
+        let _ = c.close().await;
+    }
+    out
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Least-squares slope of `value` over time, per minute.
+fn slope_per_min(points: &[(f64, f64)]) -> f64 {
+    let pts: Vec<&(f64, f64)> = points.iter().filter(|(_, y)| y.is_finite()).collect();
+    if pts.len() < 2 {
+        return f64::NAN;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx == 0.0 {
+        f64::NAN
+    } else {
+        sxy / sxx * 60.0
+    }
+}
+
+/// One line of the soak summary: first-span vs last-span averages and the verdict.
+struct SoakTrend {
+    what: &'static str,
+    unit: &'static str,
+    first: f64,
+    last: f64,
+    slope: f64,
+    flat: bool,
+    rule: String,
+}
+
+fn soak_trend(
+    what: &'static str,
+    unit: &'static str,
+    first: &[&SoakWindow],
+    last: &[&SoakWindow],
+    after_warmup: &[&SoakWindow],
+    get: fn(&SoakWindow) -> f64,
+    abs_tolerance: Option<f64>,
+) -> SoakTrend {
+    let f = mean(first.iter().map(|w| get(w)));
+    let l = mean(last.iter().map(|w| get(w)));
+    let points: Vec<(f64, f64)> = after_warmup.iter().map(|w| (w.end_secs, get(w))).collect();
+    let (limit, rule) = match abs_tolerance {
+        Some(abs) => (f + abs, format!("last ≤ first + {abs:.0} {unit}")),
+        None => (
+            f * (1.0 + SOAK_TOLERANCE),
+            format!("last ≤ first + {:.0} %", SOAK_TOLERANCE * 100.0),
+        ),
+    };
+    SoakTrend {
+        what,
+        unit,
+        first: f,
+        last: l,
+        slope: slope_per_min(&points),
+        flat: f.is_finite() && l.is_finite() && l <= limit,
+        rule,
+    }
+}
+
+fn fmt_trend_value(v: f64, unit: &str) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if unit == "MiB" || unit == "ms" {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+async fn phase_soak(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let window = Duration::from_secs(plan.soak_window_secs);
+    let windows = plan.soak_secs.div_ceil(plan.soak_window_secs).max(1);
+    let total = window.mul_f64(windows as f64);
+    let every = Duration::from_secs(plan.soak_campaign_every_secs);
+    let users = plan.soak_campaign_users.min(100_000);
+    let conns = args.soak_connections.max(1);
+    let rate = args.soak_ingest_rate.max(0.1);
+    let send_rate = args.soak_send_rate.clamp(1, 100_000);
+    let latency_ms = args.soak_latency_ms;
+
+    let workdir = std::env::temp_dir().join(format!("formpush-bench-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    let database_url = recreate_db(&args.pg_url_base, SOAK_DB).await?;
+    let mem = MemWatch::default();
+    let wechat = FakeWeChat::start(latency_ms, &[APP_INGEST, APP_SOAK])?;
+    let svc = Service::start(
+        &args.formpush_bin,
+        &args.service_env,
+        &database_url,
+        &wechat.server.base_url,
+        &workdir,
+        &mem,
+        "soak",
+    )
+    .await?;
+    println!(
+        "(soak) service pid {} on {} with fake WeChat at {} ({latency_ms} ms)",
+        svc.pid(),
+        svc.base,
+        wechat.server.base_url
+    );
+    let outcome = soak_measure(
+        args, plan, &svc, &wechat, report, window, windows, total, every, users, conns, rate,
+        send_rate,
+    )
+    .await;
+    let log = svc.log.clone();
+    svc.stop().await?;
+    wechat.server.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+        .collect();
+    let keep_logs = !errors.is_empty();
+    if keep_logs {
+        report.note(format!(
+            "(soak) service log {} has {} ERROR lines, e.g. `{}`",
+            log.display(),
+            errors.len(),
+            errors[0].trim()
+        ));
+    }
+    if !args.keep_db {
+        drop_db(&args.pg_url_base, SOAK_DB).await?;
+    }
+    if !keep_logs {
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn soak_measure(
+    args: &Args,
+    plan: &Plan,
+    svc: &Service,
+    wechat: &FakeWeChat,
+    report: &mut Report,
+    window: Duration,
+    windows: u64,
+    total: Duration,
+    every: Duration,
+    users: usize,
+    conns: usize,
+    rate: f64,
+    send_rate: u32,
+) -> anyhow::Result<()> {
+    svc.put_app(APP_INGEST).await?;
+    svc.admin(
+        reqwest::Method::PUT,
+        &format!("/v1/apps/{APP_SOAK}"),
+        Some(&json!({"secret": SECRET, "send_rate_per_sec": send_rate})),
+    )
+    .await?;
+    let n_logins = args.ingest_users.max(conns);
+    println!("(soak) logging in {n_logins} users through the sandbox");
+    let tokens = login_users(svc, wechat, APP_INGEST, n_logins).await?;
+    println!(
+        "(soak) {:.0} s in {}-s windows: {} formIds/s paced over {conns} connections; \
+         every {} s a template campaign to {users} users (slice of {}, fresh formIds \
+         imported first), send_rate_per_sec {send_rate}; fake WeChat {} ms",
+        total.as_secs_f64(),
+        window.as_secs(),
+        fmt_num(rate),
+        every.as_secs(),
+        users * SOAK_SLICES,
+        args.soak_latency_ms
+    );
+
+    let shared = Arc::new(SoakIngest::default());
+    let campaigns_done = std::sync::atomic::AtomicUsize::new(0);
+    let addr = svc.base.trim_start_matches("http://").to_string();
+    let nonce: u32 = rand::random();
+    let interval = Duration::from_secs_f64(conns as f64 / rate);
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + total;
+    let mut handles = Vec::new();
+    for c in 0..conns {
+        let my_tokens: Vec<String> = tokens.iter().skip(c).step_by(conns).cloned().collect();
+        // Spread the connections' due times evenly over one interval.
+        let first = start + interval.mul_f64(c as f64 / conns as f64);
+        handles.push(tokio::spawn(soak_ingest_conn(
+            addr.clone(),
+            my_tokens,
+            c as u32,
+            nonce,
+            first,
+            interval,
+            end,
+            shared.clone(),
+        )));
+    }
+    let (samples, campaigns) = tokio::join!(
+        soak_sampler(
+            &args.pg_url_base,
+            svc.pid(),
+            &wechat.sandbox,
+            &shared,
+            &campaigns_done,
+            start,
+            window,
+            windows,
+        ),
+        soak_campaigns(
+            svc,
+            &wechat.sandbox,
+            start,
+            end,
+            every,
+            users,
+            plan.campaign_timeout,
+            &campaigns_done,
+        )
+    );
+    for h in handles {
+        h.await?;
+    }
+    let hwm_mib = proc_status_kb(svc.pid(), "VmHWM:").map_or(f64::NAN, |kb| kb as f64 / 1024.0);
+
+    // Summary: the first span after the warm-up against the last span.
+    let span = (60.0_f64)
+        .min((total.as_secs_f64() - plan.soak_warmup_secs as f64) / 3.0)
+        .max(window.as_secs_f64());
+    let warm = plan.soak_warmup_secs as f64;
+    let wsecs = window.as_secs_f64();
+    let starts = |w: &SoakWindow| w.end_secs - wsecs;
+    let after_warmup: Vec<&SoakWindow> =
+        samples.iter().filter(|w| starts(w) + 0.5 >= warm).collect();
+    let first: Vec<&SoakWindow> = after_warmup
+        .iter()
+        .copied()
+        .filter(|w| starts(w) + 0.5 < warm + span)
+        .collect();
+    let last_from = total.as_secs_f64() - span;
+    let last: Vec<&SoakWindow> = samples
+        .iter()
+        .filter(|w| starts(w) + 0.5 >= last_from)
+        .collect();
+    let trends = [
+        soak_trend(
+            "service VmRSS",
+            "MiB",
+            &first,
+            &last,
+            &after_warmup,
+            |w| w.rss_mib,
+            Some(SOAK_RSS_TOLERANCE_MIB),
+        ),
+        soak_trend(
+            "service open fds",
+            "fds",
+            &first,
+            &last,
+            &after_warmup,
+            |w| w.fds,
+            None,
+        ),
+        soak_trend(
+            "Postgres connections",
+            "conns",
+            &first,
+            &last,
+            &after_warmup,
+            |w| w.pg_conns,
+            None,
+        ),
+        soak_trend(
+            "ingestion p99 latency",
+            "ms",
+            &first,
+            &last,
+            &after_warmup,
+            |w| w.p99_ms,
+            None,
+        ),
+    ];
+    let span_label = |ws: &[&SoakWindow]| match (ws.first(), ws.last()) {
+        (Some(a), Some(b)) => format!("{:.0}–{:.0} s", a.end_secs - wsecs, b.end_secs),
+        _ => "none".to_string(),
+    };
+    let first_label = span_label(&first);
+    let last_label = span_label(&last);
+
+    let total_secs = samples.last().map_or(total.as_secs_f64(), |w| w.end_secs);
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let requests = shared.requests.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let skipped = shared.skipped.load(Ordering::Relaxed);
+    let p50s = mean(samples.iter().map(|w| w.p50_ms));
+    let p99_max = samples
+        .iter()
+        .map(|w| w.p99_ms)
+        .filter(|v| v.is_finite())
+        .fold(f64::NAN, f64::max);
+    let ok_campaigns = campaigns.iter().filter(|c| c.ok(users)).count();
+    let sent_total: u64 = campaigns.iter().map(|c| c.sent).sum();
+    let done_campaigns: Vec<&SoakCampaign> = campaigns
+        .iter()
+        .filter(|c| c.status == "completed")
+        .collect();
+    let avg_campaign_secs = mean(done_campaigns.iter().map(|c| c.secs));
+    let max_campaign_secs = done_campaigns
+        .iter()
+        .map(|c| c.secs)
+        .fold(f64::NAN, f64::max);
+    let avg_import_secs = mean(campaigns.iter().map(|c| c.import_secs));
+    let max_late = campaigns.iter().map(|c| c.late_secs).fold(0.0, f64::max);
+
+    println!();
+    println!(
+        "(soak) summary: first span {first_label} (after a {warm:.0} s warm-up) vs last span {last_label}"
+    );
+    let mut summary_md = String::new();
+    summary_md.push_str(&format!(
+        "| | first span ({first_label}) | last span ({last_label}) | change | trend after warm-up | rule | verdict |\n|---|---|---|---|---|---|---|\n"
+    ));
+    for t in &trends {
+        let change = t.last - t.first;
+        let pct = if t.first.abs() > 0.0 {
+            change / t.first * 100.0
+        } else {
+            f64::NAN
+        };
+        let verdict = if t.flat { "flat" } else { "GROWING" };
+        let line = format!(
+            "{} ({}): {} → {} ({:+.2}, {:+.1} %), trend {:+.2} {}/min; {} → {verdict}",
+            t.what,
+            t.unit,
+            fmt_trend_value(t.first, t.unit),
+            fmt_trend_value(t.last, t.unit),
+            change,
+            pct,
+            t.slope,
+            t.unit,
+            t.rule
+        );
+        println!("  {line}");
+        summary_md.push_str(&format!(
+            "| {} ({}) | {} | {} | {:+.2} ({:+.1} %) | {:+.2} {}/min | {} | {verdict} |\n",
+            t.what,
+            t.unit,
+            fmt_trend_value(t.first, t.unit),
+            fmt_trend_value(t.last, t.unit),
+            change,
+            pct,
+            t.slope,
+            t.unit,
+            t.rule
+        ));
+        report.push(Row::info(
+            "soak",
+            format!("{} ({}), first vs last span", t.what, t.unit),
+            format!(
+                "{} → {} ({:+.1} %): {verdict}",
+                fmt_trend_value(t.first, t.unit),
+                fmt_trend_value(t.last, t.unit),
+                pct
+            ),
+        ));
+    }
+    report.push(Row::info(
+        "soak",
+        format!(
+            "paced ingestion, target {} formIds/s over {conns} connections, {:.0} s",
+            fmt_num(rate),
+            total_secs
+        ),
+        format!(
+            "{} accepted/s ({} requests, {} errors, {} dropped behind schedule); p50 {:.2} ms (mean of windows), worst window p99 {:.2} ms",
+            fmt_num(accepted as f64 / total_secs),
+            fmt_num(requests as f64),
+            errors,
+            skipped,
+            p50s,
+            p99_max
+        ),
+    ));
+    report.push(Row::info(
+        "soak",
+        format!(
+            "campaigns every {} s to {users} users, send_rate_per_sec {send_rate}, WeChat {} ms",
+            every.as_secs(),
+            args.soak_latency_ms
+        ),
+        format!(
+            "{ok_campaigns} of {} completed with sent = targeted ({} sent); {:.1} s average, {:.1} s max from POST to completed; import {:.2} s average; started up to {:.1} s late",
+            campaigns.len(),
+            fmt_num(sent_total as f64),
+            avg_campaign_secs,
+            max_campaign_secs,
+            avg_import_secs,
+            max_late
+        ),
+    ));
+    report.push(Row::info(
+        "soak",
+        "service VmHWM at the end",
+        format!("{hwm_mib:.1} MiB"),
+    ));
+    for c in campaigns.iter().filter(|c| !c.ok(users)) {
+        report.note(format!(
+            "(soak) campaign #{} (due at {:.0} s, slice {}) did not complete with sent = targeted: {} targeted {} sent {} failed {} no_formid {}{}",
+            c.n,
+            c.due_secs,
+            c.slice,
+            c.status,
+            c.targeted,
+            c.sent,
+            c.failed,
+            c.no_formid,
+            c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        ));
+    }
+    if errors > 0 || accepted != requests {
+        let first_error = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        report.note(format!(
+            "(soak) ingestion: {requests} requests, {accepted} accepted, {errors} errors (first: {first_error})"
+        ));
+    }
+    if skipped > 0 {
+        report.note(format!(
+            "(soak) ingestion fell more than 1 s behind its schedule: {skipped} due requests dropped"
+        ));
+    }
+
+    // Markdown for --out: the summary, every window, every campaign.
+    let mut md = String::new();
+    md.push_str(&format!(
+        "### Soak\n\n{:.0} s; {} formIds/s paced over {conns} connections; every {} s a template campaign to {users} users (send_rate_per_sec {send_rate}); fake WeChat {} ms. Windows of {} s; latency from each request's due time.\n\n",
+        total_secs,
+        fmt_num(rate),
+        every.as_secs(),
+        args.soak_latency_ms,
+        window.as_secs()
+    ));
+    md.push_str(&summary_md);
+    md.push_str(&format!(
+        "\n| {} |\n|{}\n",
+        SOAK_HEADER.join(" | "),
+        "---|".repeat(SOAK_HEADER.len())
+    ));
+    for w in &samples {
+        md.push_str(&format!("| {} |\n", soak_cells(w).join(" | ")));
+    }
+    md.push_str("\n| campaign | due (s) | late (s) | slice | import (s) | POST → end (s) | status | targeted | sent | failed | no_formid |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in &campaigns {
+        md.push_str(&format!(
+            "| #{} | {:.0} | {:.1} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} |\n",
+            c.n,
+            c.due_secs,
+            c.late_secs,
+            c.slice,
+            c.import_secs,
+            c.secs,
+            if c.status.is_empty() {
+                "error"
+            } else {
+                &c.status
+            },
+            c.targeted,
+            c.sent,
+            c.failed,
+            c.no_formid
+        ));
+    }
+    report.sections.push(md);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 
 async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     let plan = Plan::from(&args);
@@ -1624,9 +2599,21 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     }
 
     let service_phases = ["ingest", "import", "campaign"];
-    if !service_phases.iter().any(|p| phase(p)) {
-        return Ok(());
+    if service_phases.iter().any(|p| phase(p)) {
+        run_service_phases(&args, &plan, report).await?;
     }
+    // Never in the default list: minutes long.
+    if phase("soak") {
+        if let Err(e) = phase_soak(&args, &plan, report).await {
+            report.push(Row::error("soak", "soak", &e));
+        }
+    }
+    Ok(())
+}
+
+/// Phases (a), (b) and (d) against the release service (one service per sandbox latency).
+async fn run_service_phases(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let phase = |p: &str| args.phases.iter().any(|x| x == p);
     let workdir = std::env::temp_dir().join(format!("formpush-bench-svc-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     let db_name = "formpush_bench";
@@ -1677,18 +2664,18 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
         );
         if i == 0 {
             if phase("ingest") {
-                if let Err(e) = phase_ingest(&args, &plan, &svc, &wechat, report).await {
+                if let Err(e) = phase_ingest(args, plan, &svc, &wechat, report).await {
                     report.push(Row::error("a", "client formId ingestion", &e));
                 }
             }
             if phase("import") {
-                if let Err(e) = phase_import(&args, &plan, &svc, report).await {
+                if let Err(e) = phase_import(args, plan, &svc, report).await {
                     report.push(Row::error("b", "admin bulk import", &e));
                 }
             }
         }
         if phase("campaign") {
-            if let Err(e) = phase_campaign(&args, &plan, &svc, &wechat, latency, report).await {
+            if let Err(e) = phase_campaign(args, plan, &svc, &wechat, latency, report).await {
                 report.push(Row::error("d", format!("campaign, {latency} ms"), &e));
             }
         }
