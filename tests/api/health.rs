@@ -139,13 +139,7 @@ async fn json_logs_carry_the_request_id_and_no_secret(
         .local_addr()
         .unwrap()
         .port();
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().unwrap()
-    );
+    let url = crate::helpers::database_url(&db);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
         .env("DATABASE_URL", url)
         .env("FORMPUSH_BIND", format!("127.0.0.1:{port}"))

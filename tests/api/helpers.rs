@@ -57,6 +57,17 @@ pub fn settings(wechat_base: &str, extra: &[(&str, &str)]) -> Settings {
     Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings")
 }
 
+/// The test database as a URL, for a `formpush` child process.
+pub fn database_url(db: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        db.get_username(),
+        db.get_host(),
+        db.get_port(),
+        db.get_database().expect("sqlx::test names the database")
+    )
+}
+
 pub async fn pool(db: &PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(12)

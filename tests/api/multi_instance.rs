@@ -108,13 +108,7 @@ async fn a_killed_instance_mid_campaign_is_taken_over_without_double_sends(
     };
     let app = spawn_app_with(db.clone(), config, &[("FORMPUSH_SCHEDULER", "off")]).await;
     seed(&app, 400).await;
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().unwrap()
-    );
+    let url = crate::helpers::database_url(&db);
     let mut child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
             .arg("serve")
@@ -173,13 +167,7 @@ async fn sigterm_stops_the_process_cleanly_within_ten_seconds(
         .local_addr()
         .unwrap()
         .port();
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().unwrap()
-    );
+    let url = crate::helpers::database_url(&db);
     let mut child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_formpush"))
             .env("DATABASE_URL", url)
