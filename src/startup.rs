@@ -84,6 +84,20 @@ impl Application {
                     .unwrap_or(std::num::NonZeroU32::MIN),
             ))),
         };
+        // The limiter keeps a cell per client address: forget the idle ones every minute so
+        // many distinct addresses cannot grow it without bound.
+        let limiter = Arc::downgrade(&state.login_limiter);
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                let Some(limiter) = limiter.upgrade() else {
+                    return;
+                };
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        });
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
