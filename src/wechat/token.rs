@@ -51,7 +51,6 @@ pub struct TokenManager {
     client: WeChatClient,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
     refresh_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    refreshes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TokenManager {
@@ -61,13 +60,7 @@ impl TokenManager {
             client,
             cache: Default::default(),
             refresh_locks: Default::default(),
-            refreshes: Default::default(),
         }
-    }
-
-    /// Calls this process made to WeChat's token APIs.
-    pub fn refresh_count(&self) -> u64 {
-        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn cached(&self, appid: &str) -> Option<Cached> {
@@ -136,8 +129,6 @@ impl TokenManager {
             tx.commit().await?;
             return Ok(c.token);
         }
-        self.refreshes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::metrics::metrics()
             .token_refreshes
             .with_label_values(&[&app.appid])
