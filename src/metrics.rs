@@ -122,12 +122,18 @@ pub async fn render(pool: &PgPool) -> anyhow::Result<String> {
     let m = metrics();
     let pools = sqlx::query!(
         r#"
-        select a.appid as "appid!",
-               (select count(*) from formids f where f.appid = a.appid and f.uses_left > 0
-                  and not f.invalid and f.expires_at > now()) as "valid!",
-               (select coalesce(sum(g.remaining), 0)::bigint from subscription_grants g
-                  join users u on u.id = g.user_id where u.appid = a.appid) as "grants!"
+        -- Grouped once over the partial claim index (it holds exactly the usable formIds),
+        -- rather than one count per app.
+        select a.appid as "appid!", coalesce(v.valid, 0) as "valid!",
+               coalesce(g.grants, 0)::bigint as "grants!"
         from apps a
+        left join (select u.appid, count(*) as valid
+                   from formids f join users u on u.id = f.user_id
+                   where f.uses_left > 0 and not f.invalid and f.expires_at > now()
+                   group by u.appid) v on v.appid = a.appid
+        left join (select u.appid, sum(g.remaining) as grants
+                   from subscription_grants g join users u on u.id = g.user_id
+                   group by u.appid) g on g.appid = a.appid
         "#
     )
     .fetch_all(pool)

@@ -97,7 +97,7 @@ async fn ingest(
                 form_id: p.raw,
                 reason,
             }),
-            Ok(credit) if !seen.insert(credit.value.clone()) => answer.duplicates += 1,
+            Ok(credit) if !seen.insert((p.user_id, credit.value.clone())) => answer.duplicates += 1,
             Ok(credit) => credits.push((p.user_id, credit)),
         }
     }
@@ -142,13 +142,7 @@ async fn ingest(
 }
 
 fn storage_error(e: &sqlx::Error) -> ApiError {
-    match e {
-        // The token's user is gone (its app was deleted and re-created).
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            ApiError::unauthorized("invalid_session", "the session's user no longer exists")
-        }
-        other => ApiError::Internal(anyhow::anyhow!("storing formIds: {other}")),
-    }
+    ApiError::Internal(anyhow::anyhow!("storing formIds: {e}"))
 }
 
 /// `POST /v1/apps/{appid}/formids` with a session token.

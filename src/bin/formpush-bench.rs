@@ -577,7 +577,7 @@ fn find_pgbench() -> Option<PathBuf> {
 const PGBENCH_INSERT: &str = r#"\set u random(:umin, :umax)
 insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
 values (:appid, :u, md5(random()::text), 'formid', 1, now(), now() + interval '7 days')
-on conflict (appid, form_id) do nothing
+on conflict (user_id, form_id) do nothing
 returning form_id;
 "#;
 

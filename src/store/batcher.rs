@@ -6,7 +6,8 @@
 //! batching": no timer, so a lone request is not delayed). Each request is answered only
 //! after the statement holding its rows has committed.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::PgPool;
@@ -91,7 +92,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
 async fn write(pool: &PgPool, batch: Vec<Job>) {
     match insert_jobs(pool, &batch).await {
         Ok(owners) => answer(batch, owners),
-        // One bad request (say, a user that no longer exists) must not fail the others.
+        // One bad request must not fail the others.
         Err(_) if batch.len() > 1 => {
             for job in batch {
                 let single = vec![job];
@@ -107,28 +108,27 @@ async fn write(pool: &PgPool, batch: Vec<Job>) {
 
 /// Inserts the batch; returns, per job index, the values it added.
 async fn insert_jobs(pool: &PgPool, batch: &[Job]) -> sqlx::Result<Vec<HashSet<String>>> {
-    // The same formId in two requests of one batch: the first request owns it, the later
-    // ones see a duplicate, as if they had come after it.
-    let mut seen = HashSet::new();
+    // The same formId of one user in two requests of one batch: the first request owns
+    // it, the later ones see a duplicate, as if they had come after it.
+    let mut owner: HashMap<(i64, &str), usize> = HashMap::new();
     let mut rows = Vec::new();
-    let mut row_job = Vec::new();
     for (i, job) in batch.iter().enumerate() {
         for (user_id, credit) in &job.rows {
-            if seen.insert((job.appid.as_str(), credit.value.as_str())) {
+            if let Entry::Vacant(slot) = owner.entry((*user_id, credit.value.as_str())) {
+                slot.insert(i);
                 rows.push(NewCredit {
                     appid: &job.appid,
                     user_id: *user_id,
                     credit,
                 });
-                row_job.push(i);
             }
         }
     }
     let inserted = credits::insert(pool, &rows).await?;
     let mut per_job = vec![HashSet::new(); batch.len()];
-    for (row, i) in rows.iter().zip(row_job) {
-        if inserted.contains(&(row.appid.to_string(), row.credit.value.clone())) {
-            per_job[i].insert(row.credit.value.clone());
+    for (user_id, value) in inserted {
+        if let Some(&i) = owner.get(&(user_id, value.as_str())) {
+            per_job[i].insert(value);
         }
     }
     Ok(per_job)

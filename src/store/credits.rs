@@ -2,8 +2,6 @@
 //! (subscribe messages). Claiming lives with the deliveries (`store::deliveries`), where it
 //! happens in the same statement that moves a delivery to `sending`.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -19,14 +17,11 @@ pub struct NewCredit<'a> {
     pub credit: &'a Credit,
 }
 
-/// Stores credits of any apps in one multi-row statement; returns the (appid, value) pairs
-/// that were new (the rest were already stored). `rows` must not repeat a pair.
-pub async fn insert(
-    pool: &PgPool,
-    rows: &[NewCredit<'_>],
-) -> sqlx::Result<HashSet<(String, String)>> {
+/// Stores credits of any apps in one multi-row statement; returns the (user id, value)
+/// pairs that were new (the rest were already stored). `rows` must not repeat a pair.
+pub async fn insert(pool: &PgPool, rows: &[NewCredit<'_>]) -> sqlx::Result<Vec<(i64, String)>> {
     if rows.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     }
     let mut appids = Vec::with_capacity(rows.len());
     let mut user_ids = Vec::with_capacity(rows.len());
@@ -36,15 +31,16 @@ pub async fn insert(
     let mut created = Vec::with_capacity(rows.len());
     let mut expires = Vec::with_capacity(rows.len());
     for row in rows {
-        appids.push(row.appid.to_string());
+        appids.push(row.appid);
         user_ids.push(row.user_id);
-        values.push(row.credit.value.clone());
-        kinds.push(row.credit.kind.as_str().to_string());
+        values.push(row.credit.value.as_str());
+        kinds.push(row.credit.kind.as_str());
         uses.push(row.credit.uses);
         created.push(row.credit.created_at);
         expires.push(row.credit.expires_at);
     }
     // One array per column keeps one SQL text (one prepared statement) for any batch size.
+    // A formId is unique per user (WeChat ties it to the user who submitted the form).
     let inserted = sqlx::query!(
         r#"
         insert into formids (appid, user_id, form_id, kind, uses_left, created_at, expires_at)
@@ -52,20 +48,23 @@ pub async fn insert(
         from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::smallint[],
                     $6::timestamptz[], $7::timestamptz[])
              as t(a, u, v, k, n, c, e)
-        on conflict (appid, form_id) do nothing
-        returning appid, form_id
+        on conflict (user_id, form_id) do nothing
+        returning user_id, form_id
         "#,
-        &appids,
+        &appids as &[&str],
         &user_ids,
-        &values,
-        &kinds,
+        &values as &[&str],
+        &kinds as &[&str],
         &uses,
         &created as &[DateTime<Utc>],
         &expires as &[DateTime<Utc>],
     )
     .fetch_all(pool)
     .await?;
-    Ok(inserted.into_iter().map(|r| (r.appid, r.form_id)).collect())
+    Ok(inserted
+        .into_iter()
+        .map(|r| (r.user_id, r.form_id))
+        .collect())
 }
 
 /// Adds one send per accepted template to the user's grants.
@@ -123,9 +122,11 @@ pub async fn stats(pool: &PgPool, appid: &str) -> sqlx::Result<PoolStats> {
     let r = sqlx::query!(
         r#"
         with f as (
-            select user_id, expires_at, uses_left, invalid,
-                   (uses_left > 0 and not invalid and expires_at > now()) as valid
-            from formids where appid = $1
+            -- through the app's users: formIds are indexed by user
+            select f.user_id, f.expires_at, f.uses_left, f.invalid,
+                   (f.uses_left > 0 and not f.invalid and f.expires_at > now()) as valid
+            from users u join formids f on f.user_id = u.id
+            where u.appid = $1
         )
         select
             (select count(*) from users where appid = $1) as "users!",

@@ -228,27 +228,35 @@ async fn cleanup_deletes_expired_and_long_consumed_formids(_: PgPoolOptions, db:
 }
 
 #[sqlx::test]
-async fn concurrent_posts_are_each_acknowledged_and_a_shared_formid_counts_once(
+async fn concurrent_posts_are_each_acknowledged_and_a_repeated_formid_counts_once(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
     let app = spawn_app(db).await;
-    let mut tokens = Vec::new();
+    let mut users = Vec::new();
     for i in 0..20 {
-        tokens.push(app.login(&format!("c-{i}")).await);
+        let openid = format!("c-{i}");
+        let token = app.login(&openid).await;
+        let own = app.wechat.form_id(APPID, &openid);
+        let repeated = app.wechat.form_id(APPID, &openid);
+        users.push((token, own, repeated));
     }
-    let shared = app.wechat.form_id(APPID, "c-0");
+    // Each user posts its own formId and, in two requests racing each other, one more:
+    // the requests are coalesced into shared inserts, and the repeated one is stored once.
     let app = &app;
-    let posts = tokens.iter().enumerate().map(|(i, token)| {
-        let own = app.wechat.form_id(APPID, &format!("c-{i}"));
-        let body = json!({ "form_ids": [own, shared] });
-        async move {
+    let posts = users.iter().flat_map(|(token, own, repeated)| {
+        [
+            json!({ "form_ids": [own, repeated] }),
+            json!({ "form_id": repeated }),
+        ]
+        .into_iter()
+        .map(move |body| async move {
             app.post_formids(token, &body)
                 .await
                 .json::<Value>()
                 .await
                 .unwrap()
-        }
+        })
     });
     let answers = futures::future::join_all(posts).await;
     let accepted: u64 = answers
@@ -259,7 +267,52 @@ async fn concurrent_posts_are_each_acknowledged_and_a_shared_formid_counts_once(
         .iter()
         .map(|a| a["duplicates"].as_u64().unwrap())
         .sum();
-    assert_eq!(accepted, 21, "20 own formIds and the shared one once");
-    assert_eq!(duplicates, 19);
-    assert_eq!(app.stats().await["valid_formids"], 21);
+    assert_eq!(accepted, 40, "each user's two formIds, once each");
+    assert_eq!(duplicates, 20, "one of each racing pair");
+    assert_eq!(app.stats().await["valid_formids"], 40);
+}
+
+#[sqlx::test]
+async fn a_formid_is_unique_per_user_not_per_app(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    // Android formIds are millisecond timestamps: two users' forms can yield the same one.
+    let same = (Utc::now().timestamp_millis() - 5_000).to_string();
+    let a = app.login("twin-a").await;
+    let b = app.login("twin-b").await;
+    for token in [&a, &b] {
+        let answer: Value = app
+            .post_formids(token, &json!({ "form_id": same }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer["accepted"].clone(), answer["duplicates"].clone()),
+            (json!(1), json!(0))
+        );
+    }
+    let again: Value = app
+        .post_formids(&b, &json!({ "form_id": same }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["duplicates"], 1,
+        "the same user posting it again: {again}"
+    );
+    // Imports follow the same rule.
+    let imported: Value = app
+        .import(&json!({"items": [
+            {"openid": "twin-c", "form_id": same},
+            {"openid": "twin-c", "form_id": same},
+            {"openid": "twin-a", "form_id": same}
+        ]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(imported["accepted"], 1, "{imported}");
+    assert_eq!(imported["duplicates"], 2);
+    assert_eq!(app.stats().await["valid_formids"], 3);
 }
