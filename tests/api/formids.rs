@@ -316,3 +316,35 @@ async fn a_formid_is_unique_per_user_not_per_app(_: PgPoolOptions, db: PgConnect
     assert_eq!(imported["duplicates"], 2);
     assert_eq!(app.stats().await["valid_formids"], 3);
 }
+
+#[sqlx::test]
+async fn concurrent_imports_creating_the_same_users_each_store_everything(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let openids: Vec<String> = (0..200).map(|i| format!("race-{i}")).collect();
+    // Eight imports race to create the same 200 users; each brings its own formIds.
+    let bodies: Vec<Value> = (0..8)
+        .map(|_| {
+            let items: Vec<Value> = openids
+                .iter()
+                .map(|o| json!({"openid": o, "form_id": app.wechat.form_id(APPID, o)}))
+                .collect();
+            json!({ "items": items })
+        })
+        .collect();
+    let app = &app;
+    let answers = futures::future::join_all(bodies.iter().map(|body| async move {
+        let resp = app.import(body).await;
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer["accepted"], 200, "{answer}");
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["users"], 200);
+    assert_eq!(stats["valid_formids"], 1600);
+}
