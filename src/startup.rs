@@ -165,17 +165,22 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then stops taking requests, lets the
-    /// senders finish or hand back their batches, and returns.
+    /// Serves until the shutdown token is cancelled, then stops taking connections, lets
+    /// the senders finish or hand back their batches, lets requests in flight finish, and
+    /// returns, all within `SHUTDOWN_GRACE`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         self.shutdown.cancelled().await;
         tracing::info!("shutting down");
-        let stop_http = handle.stop(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        // Pause (stop accepting) rather than stop: each HTTP worker runs its own runtime,
+        // and the pooled database connections a worker opened live on it. The senders may
+        // still use such connections while they drain, so the workers stop after them.
+        handle.pause().await;
         if let Some((scheduler, mut jobs)) = self.scheduler {
             let _ = jobs.shutdown().await;
-            if tokio::time::timeout(SHUTDOWN_GRACE, scheduler.drain())
+            if tokio::time::timeout_at(deadline, scheduler.drain())
                 .await
                 .is_err()
             {
@@ -184,8 +189,13 @@ impl Application {
                 );
             }
         }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop_http).await;
-        let _ = server.await;
+        let stop_http = async {
+            handle.stop(true).await;
+            let _ = server.await;
+        };
+        if tokio::time::timeout_at(deadline, stop_http).await.is_err() {
+            tracing::warn!("requests still in flight at the deadline were cut off");
+        }
         Ok(())
     }
 }

@@ -539,6 +539,17 @@ async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
     let id = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
+    // Requests to the stopping instance: its pool now holds connections its HTTP workers
+    // opened. Those die with the workers, so the senders must be done before they stop.
+    let reads = (0..24).map(|_| {
+        app.http
+            .get(format!("{}/v1/campaigns/{id}", first.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .send()
+    });
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.unwrap().status(), 200);
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while app.wechat.messages().len() < 20 {
         assert!(
