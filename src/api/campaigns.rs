@@ -8,12 +8,17 @@ use super::openapi::{CampaignList, CampaignView, DeliveryPage, RunList};
 use super::{auth::Admin, AppState};
 use crate::domain::campaign::{CampaignRequest, CampaignSpec};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
+use crate::store::campaigns::{self as store, CampaignRow, CreateError, Totals, Transition};
 use crate::store::deliveries;
 
-async fn render(state: &AppState, row: &CampaignRow) -> Result<Value, ApiError> {
+/// One campaign with its totals.
+async fn render_one(state: &AppState, row: &CampaignRow) -> Result<Value, ApiError> {
     let totals = store::totals(&state.pool, row.id).await?;
-    Ok(json!({
+    Ok(render(row, &totals))
+}
+
+fn render(row: &CampaignRow, totals: &Totals) -> Value {
+    json!({
         "id": row.id,
         "appid": row.appid,
         "name": row.name,
@@ -36,7 +41,7 @@ async fn render(state: &AppState, row: &CampaignRow) -> Result<Value, ApiError> 
         "updated_at": row.updated_at,
         "totals": totals,
         "last_error": row.last_error,
-    }))
+    })
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -70,7 +75,7 @@ pub async fn create(
         Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),
         Err(CreateError::Db(e)) => return Err(e.into()),
     };
-    Ok(HttpResponse::Created().json(render(&state, &row).await?))
+    Ok(HttpResponse::Created().json(render_one(&state, &row).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -100,10 +105,12 @@ pub async fn list(
         ));
     }
     let rows = store::list(&state.pool, query.appid.as_deref(), limit).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(render(&state, row).await?);
-    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut totals = store::totals_of(&state.pool, &ids).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| render(row, &totals.remove(&row.id).unwrap_or_default()))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
 
@@ -116,7 +123,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &id).await?;
-    Ok(HttpResponse::Ok().json(render(&state, &row).await?))
+    Ok(HttpResponse::Ok().json(render_one(&state, &row).await?))
 }
 
 async fn apply(
@@ -134,7 +141,7 @@ async fn apply(
             "invalid_transition",
             format!("a {status} campaign cannot be {transition:?}d").to_lowercase(),
         )),
-        Some(Ok(row)) => Ok(HttpResponse::Ok().json(render(state, &row).await?)),
+        Some(Ok(row)) => Ok(HttpResponse::Ok().json(render_one(state, &row).await?)),
     }
 }
 

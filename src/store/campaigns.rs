@@ -165,28 +165,48 @@ pub async fn list(
 }
 
 pub async fn totals(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Totals> {
-    let r = sqlx::query!(
+    Ok(totals_of(pool, &[campaign_id])
+        .await?
+        .remove(&campaign_id)
+        .unwrap_or_default())
+}
+
+/// Totals of many campaigns in one grouped query (a list page must not query per item);
+/// a campaign without deliveries is absent from the map.
+pub async fn totals_of(
+    pool: &PgPool,
+    campaign_ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, Totals>> {
+    let rows = sqlx::query!(
         r#"
-        select count(*) as "targeted!",
+        select campaign_id,
+               count(*) as "targeted!",
                count(*) filter (where status = 'sent') as "sent!",
                count(*) filter (where status = 'failed') as "failed!",
                count(*) filter (where status = 'no_formid') as "no_formid!",
                count(*) filter (where status = 'no_quota') as "no_quota!",
                count(*) filter (where status in ('pending', 'sending')) as "pending!"
-        from deliveries where campaign_id = $1
+        from deliveries where campaign_id = any($1)
+        group by campaign_id
         "#,
-        campaign_id
+        campaign_ids
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(Totals {
-        targeted: r.targeted,
-        sent: r.sent,
-        failed: r.failed,
-        no_formid: r.no_formid,
-        no_quota: r.no_quota,
-        pending: r.pending,
-    })
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let totals = Totals {
+                targeted: r.targeted,
+                sent: r.sent,
+                failed: r.failed,
+                no_formid: r.no_formid,
+                no_quota: r.no_quota,
+                pending: r.pending,
+            };
+            (r.campaign_id, totals)
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -173,4 +173,8 @@ async fn deliveries_page_with_a_cursor_and_filter_by_status(
         .await
         .unwrap();
     assert_eq!(listed["items"][0]["id"], id.as_str());
+    assert_eq!(
+        listed["items"][0]["totals"]["sent"], 3,
+        "the list carries totals too"
+    );
 }
