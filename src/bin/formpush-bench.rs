@@ -90,7 +90,9 @@ struct Args {
     /// parallel would).
     #[arg(long, default_value_t = 2)]
     import_concurrency: usize,
-    /// Concurrent tasks calling claim_template_batch.
+    /// Senders claiming at once in (c): each is one app's sender (the service runs one
+    /// per app) claiming its own campaign run over an equal share of the users; 1 = one
+    /// app's campaign to every user.
     #[arg(long, default_value_t = 4)]
     claim_tasks: usize,
     /// Deliveries per claim_template_batch call (the service claims FORMPUSH_SEND_CONCURRENCY,
@@ -581,7 +583,13 @@ on conflict (user_id, form_id) do nothing
 returning form_id;
 "#;
 
-const PGBENCH_CLAIM: &str = r#"\set u random(:umin, :umax)
+// Each client walks the users in a shared pseudo-random order (`permute`; `n` counts the
+// client's own transactions, so clients never pick the same user in one round): every
+// transaction claims a formId until each user has been claimed five times. A random user
+// (with repeats) left users without formIds within 20 s on a fast disk, and those
+// transactions commit nothing, which inflated the baseline.
+const PGBENCH_CLAIM: &str = r#"\set n :n + 1
+\set u :umin + permute((:n * :clients + :client_id) % :users, :users)
 update formids set uses_left = uses_left - 1, last_used_at = now()
 where id = (select id from formids
             where user_id = :u and uses_left > 0 and not invalid
@@ -779,7 +787,12 @@ async fn phase_pgbench(args: &Args, plan: &Plan, report: &mut Report) -> anyhow:
         &url,
         args.pgbench_claim_clients,
         secs,
-        &[("umin", cmin.to_string()), ("umax", cmax.to_string())],
+        &[
+            ("umin", cmin.to_string()),
+            ("users", (cmax - cmin + 1).to_string()),
+            ("clients", args.pgbench_claim_clients.to_string()),
+            ("n", "0".to_string()),
+        ],
     )
     .await;
     match claim {
@@ -828,47 +841,24 @@ async fn phase_pgbench(args: &Args, plan: &Plan, report: &mut Report) -> anyhow:
 
 async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let name = "formpush_bench_claim";
-    let tasks = args.claim_tasks.max(1);
-    let pool = fresh_migrated(&args.pg_url_base, name, tasks as u32 + 1).await?;
+    // One sender per app claims at a time (the app lease), so concurrent claims in the
+    // service are those of different apps: each task is one app's sender, with its own
+    // campaign run over its share of the users, claiming with a cursor as the service does.
+    let senders = args.claim_tasks.max(1);
+    let pool = fresh_migrated(&args.pg_url_base, name, senders as u32 + 1).await?;
     let users = plan.users;
-    println!("(c) seeding {users} users x 5 formIds, a run and its deliveries");
+    println!("(c) seeding {users} users x 5 formIds over {senders} apps, a run per app and its deliveries");
     let seed_started = Instant::now();
-    seed_users_and_formids(&pool, APP_CLAIM, "c-", users, 5).await?;
-    let campaign_id = Uuid::new_v4();
-    let run_id = Uuid::new_v4();
-    // Status 'running' but no scheduler runs on this database: only the tasks below claim.
-    sqlx::query(
-        "insert into campaigns (id, appid, name, kind, template_id, data, audience_type,
-                                schedule, timezone, status)
-         values ($1, $2, 'claim bench', 'template', $3, '{}'::jsonb, 'all',
-                 '{\"type\":\"now\"}'::jsonb, 'Asia/Shanghai', 'running')",
-    )
-    .bind(campaign_id)
-    .bind(APP_CLAIM)
-    .bind(TEMPLATE)
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
-         values ($1, $2, $3, now(), 'running')",
-    )
-    .bind(run_id)
-    .bind(campaign_id)
-    .bind(APP_CLAIM)
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "insert into deliveries (run_id, campaign_id, user_id, openid)
-         select $1, $2, id, openid from users where appid = $3",
-    )
-    .bind(run_id)
-    .bind(campaign_id)
-    .bind(APP_CLAIM)
-    .execute(&pool)
-    .await?;
+    let mut runs = Vec::with_capacity(senders);
+    for k in 0..senders {
+        let appid = format!("{APP_CLAIM}{k}");
+        let share = users / senders + usize::from(k < users % senders);
+        seed_users_and_formids(&pool, &appid, &format!("c{k}-"), share, 5).await?;
+        runs.push(seed_running_run(&pool, &appid).await?);
+    }
     sqlx::raw_sql("vacuum analyze").execute(&pool).await?;
     println!(
-        "(c) seeded in {:.1} s; claiming with {tasks} tasks x {} per call",
+        "(c) seeded in {:.1} s; claiming with {senders} senders x {} per call",
         seed_started.elapsed().as_secs_f64(),
         args.claim_batch
     );
@@ -876,7 +866,7 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
     let max_calls = users as i64 / args.claim_batch.max(1) + 1_000;
     let started = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..tasks {
+    for run_id in runs {
         let pool = pool.clone();
         let limit = args.claim_batch.max(1);
         handles.push(tokio::spawn(async move {
@@ -918,16 +908,16 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
     let elapsed = started.elapsed().as_secs_f64();
     let consumed: i64 = sqlx::query_scalar(
         "select count(*) from formids f join users u on u.id = f.user_id
-         where u.appid = $1 and f.uses_left = 0",
+         where u.appid like $1 and f.uses_left = 0",
     )
-    .bind(APP_CLAIM)
+    .bind(format!("{APP_CLAIM}%"))
     .fetch_one(&pool)
     .await?;
     let rate = claimed as f64 / elapsed;
     let mut row = Row::info(
         "c",
         format!(
-            "claim-and-consume, claim_template_batch ({tasks} tasks x {})",
+            "claim-and-consume, claim_template_batch ({senders} senders x {})",
             args.claim_batch
         ),
         format!(
@@ -955,6 +945,43 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
         drop_db(&args.pg_url_base, name).await?;
     }
     Ok(())
+}
+
+/// A running template campaign to every user of `appid`, with one pending delivery each;
+/// no scheduler runs on the benchmark database, so only the benchmark claims them.
+async fn seed_running_run(pool: &PgPool, appid: &str) -> anyhow::Result<Uuid> {
+    let campaign_id = Uuid::new_v4();
+    let run_id = Uuid::new_v4();
+    sqlx::query(
+        "insert into campaigns (id, appid, name, kind, template_id, data, audience_type,
+                                schedule, timezone, status)
+         values ($1, $2, 'claim bench', 'template', $3, '{}'::jsonb, 'all',
+                 '{\"type\":\"now\"}'::jsonb, 'Asia/Shanghai', 'running')",
+    )
+    .bind(campaign_id)
+    .bind(appid)
+    .bind(TEMPLATE)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
+         values ($1, $2, $3, now(), 'running')",
+    )
+    .bind(run_id)
+    .bind(campaign_id)
+    .bind(appid)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into deliveries (run_id, campaign_id, user_id, openid)
+         select $1, $2, id, openid from users where appid = $3",
+    )
+    .bind(run_id)
+    .bind(campaign_id)
+    .bind(appid)
+    .execute(pool)
+    .await?;
+    Ok(run_id)
 }
 
 fn ratio_to(row: &mut Row, value: f64, baseline: Option<f64>, min_ratio: f64, quick: bool) {
