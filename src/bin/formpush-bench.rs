@@ -2158,6 +2158,28 @@ struct SoakTrend {
     rule: String,
 }
 
+/// How a span's windows are summed up for the first-vs-last comparison.
+#[derive(Clone, Copy)]
+enum SpanValue {
+    Mean,
+    /// The fewest: for a quantity that bursts with the work in flight (open descriptors
+    /// rise with every campaign's WeChat connections and fall back after it), a leak shows
+    /// as a rising floor, while the mean moves with where the bursts fall in the span.
+    Floor,
+}
+
+fn span_value(windows: &[&SoakWindow], get: fn(&SoakWindow) -> f64, how: SpanValue) -> f64 {
+    match how {
+        SpanValue::Mean => mean(windows.iter().map(|w| get(w))),
+        SpanValue::Floor => windows
+            .iter()
+            .map(|w| get(w))
+            .filter(|v| v.is_finite())
+            .fold(f64::NAN, f64::min),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn soak_trend(
     what: &'static str,
     unit: &'static str,
@@ -2165,10 +2187,11 @@ fn soak_trend(
     last: &[&SoakWindow],
     after_warmup: &[&SoakWindow],
     get: fn(&SoakWindow) -> f64,
+    how: SpanValue,
     abs_tolerance: Option<f64>,
 ) -> SoakTrend {
-    let f = mean(first.iter().map(|w| get(w)));
-    let l = mean(last.iter().map(|w| get(w)));
+    let f = span_value(first, get, how);
+    let l = span_value(last, get, how);
     let points: Vec<(f64, f64)> = after_warmup.iter().map(|w| (w.end_secs, get(w))).collect();
     let (limit, rule) = match abs_tolerance {
         Some(abs) => (f + abs, format!("last ≤ first + {abs:.0} {unit}")),
@@ -2376,15 +2399,17 @@ async fn soak_measure(
             &last,
             &after_warmup,
             |w| w.rss_mib,
+            SpanValue::Mean,
             Some(SOAK_RSS_TOLERANCE_MIB),
         ),
         soak_trend(
-            "service open fds",
+            "service open fds (fewest in the span)",
             "fds",
             &first,
             &last,
             &after_warmup,
             |w| w.fds,
+            SpanValue::Floor,
             None,
         ),
         soak_trend(
@@ -2394,6 +2419,7 @@ async fn soak_measure(
             &last,
             &after_warmup,
             |w| w.pg_conns,
+            SpanValue::Mean,
             None,
         ),
         soak_trend(
@@ -2403,6 +2429,7 @@ async fn soak_measure(
             &last,
             &after_warmup,
             |w| w.p99_ms,
+            SpanValue::Mean,
             None,
         ),
     ];
