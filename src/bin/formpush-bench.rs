@@ -844,9 +844,10 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
     // One sender per app claims at a time (the app lease), so concurrent claims in the
     // service are those of different apps: each task is one app's sender, with its own
     // campaign run over its share of the users, claiming with a cursor as the service does.
-    let senders = args.claim_tasks.max(1);
-    let pool = fresh_migrated(&args.pg_url_base, name, senders as u32 + 1).await?;
     let users = plan.users;
+    // Every app needs at least one user (an empty one would have nothing to claim).
+    let senders = args.claim_tasks.clamp(1, users.max(1));
+    let pool = fresh_migrated(&args.pg_url_base, name, senders as u32 + 1).await?;
     println!("(c) seeding {users} users x 5 formIds over {senders} apps, a run per app and its deliveries");
     let seed_started = Instant::now();
     let mut runs = Vec::with_capacity(senders);
@@ -2147,7 +2148,7 @@ fn slope_per_min(points: &[(f64, f64)]) -> f64 {
     }
 }
 
-/// One line of the soak summary: first-span vs last-span averages and the verdict.
+/// One line of the soak summary: first span vs last span (see `SpanValue`) and the verdict.
 struct SoakTrend {
     what: &'static str,
     unit: &'static str,
