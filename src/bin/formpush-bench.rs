@@ -850,12 +850,12 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
     let pool = fresh_migrated(&args.pg_url_base, name, senders as u32 + 1).await?;
     println!("(c) seeding {users} users x 5 formIds over {senders} apps, a run per app and its deliveries");
     let seed_started = Instant::now();
+    let appids: Vec<String> = (0..senders).map(|k| format!("{APP_CLAIM}{k}")).collect();
     let mut runs = Vec::with_capacity(senders);
-    for k in 0..senders {
-        let appid = format!("{APP_CLAIM}{k}");
+    for (k, appid) in appids.iter().enumerate() {
         let share = users / senders + usize::from(k < users % senders);
-        seed_users_and_formids(&pool, &appid, &format!("c{k}-"), share, 5).await?;
-        runs.push(seed_running_run(&pool, &appid).await?);
+        seed_users_and_formids(&pool, appid, &format!("c{k}-"), share, 5).await?;
+        runs.push(seed_running_run(&pool, appid).await?);
     }
     sqlx::raw_sql("vacuum analyze").execute(&pool).await?;
     println!(
@@ -909,9 +909,9 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
     let elapsed = started.elapsed().as_secs_f64();
     let consumed: i64 = sqlx::query_scalar(
         "select count(*) from formids f join users u on u.id = f.user_id
-         where u.appid like $1 and f.uses_left = 0",
+         where u.appid = any($1) and f.uses_left = 0",
     )
-    .bind(format!("{APP_CLAIM}%"))
+    .bind(&appids)
     .fetch_one(&pool)
     .await?;
     let rate = claimed as f64 / elapsed;
@@ -2180,35 +2180,46 @@ fn span_value(windows: &[&SoakWindow], get: fn(&SoakWindow) -> f64, how: SpanVal
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn soak_trend(
-    what: &'static str,
-    unit: &'static str,
-    first: &[&SoakWindow],
-    last: &[&SoakWindow],
-    after_warmup: &[&SoakWindow],
-    get: fn(&SoakWindow) -> f64,
-    how: SpanValue,
-    abs_tolerance: Option<f64>,
-) -> SoakTrend {
-    let f = span_value(first, get, how);
-    let l = span_value(last, get, how);
-    let points: Vec<(f64, f64)> = after_warmup.iter().map(|w| (w.end_secs, get(w))).collect();
-    let (limit, rule) = match abs_tolerance {
-        Some(abs) => (f + abs, format!("last ≤ first + {abs:.0} {unit}")),
-        None => (
-            f * (1.0 + SOAK_TOLERANCE),
-            format!("last ≤ first + {:.0} %", SOAK_TOLERANCE * 100.0),
-        ),
-    };
-    SoakTrend {
-        what,
-        unit,
-        first: f,
-        last: l,
-        slope: slope_per_min(&points),
-        flat: f.is_finite() && l.is_finite() && l <= limit,
-        rule,
+/// The soak's windows the summary compares: the first span after the warm-up, the last
+/// span, and every window after the warm-up (for the trend).
+struct SoakSpans<'a> {
+    first: Vec<&'a SoakWindow>,
+    last: Vec<&'a SoakWindow>,
+    after_warmup: Vec<&'a SoakWindow>,
+}
+
+impl SoakSpans<'_> {
+    fn trend(
+        &self,
+        what: &'static str,
+        unit: &'static str,
+        get: fn(&SoakWindow) -> f64,
+        how: SpanValue,
+        abs_tolerance: Option<f64>,
+    ) -> SoakTrend {
+        let f = span_value(&self.first, get, how);
+        let l = span_value(&self.last, get, how);
+        let points: Vec<(f64, f64)> = self
+            .after_warmup
+            .iter()
+            .map(|w| (w.end_secs, get(w)))
+            .collect();
+        let (limit, rule) = match abs_tolerance {
+            Some(abs) => (f + abs, format!("last ≤ first + {abs:.0} {unit}")),
+            None => (
+                f * (1.0 + SOAK_TOLERANCE),
+                format!("last ≤ first + {:.0} %", SOAK_TOLERANCE * 100.0),
+            ),
+        };
+        SoakTrend {
+            what,
+            unit,
+            first: f,
+            last: l,
+            slope: slope_per_min(&points),
+            flat: f.is_finite() && l.is_finite() && l <= limit,
+            rule,
+        }
     }
 }
 
@@ -2392,43 +2403,36 @@ async fn soak_measure(
         .iter()
         .filter(|w| starts(w) + 0.5 >= last_from)
         .collect();
+    let spans = SoakSpans {
+        first,
+        last,
+        after_warmup,
+    };
     let trends = [
-        soak_trend(
+        spans.trend(
             "service VmRSS",
             "MiB",
-            &first,
-            &last,
-            &after_warmup,
             |w| w.rss_mib,
             SpanValue::Mean,
             Some(SOAK_RSS_TOLERANCE_MIB),
         ),
-        soak_trend(
+        spans.trend(
             "service open fds (fewest in the span)",
             "fds",
-            &first,
-            &last,
-            &after_warmup,
             |w| w.fds,
             SpanValue::Floor,
             None,
         ),
-        soak_trend(
+        spans.trend(
             "Postgres connections",
             "conns",
-            &first,
-            &last,
-            &after_warmup,
             |w| w.pg_conns,
             SpanValue::Mean,
             None,
         ),
-        soak_trend(
+        spans.trend(
             "ingestion p99 latency",
             "ms",
-            &first,
-            &last,
-            &after_warmup,
             |w| w.p99_ms,
             SpanValue::Mean,
             None,
@@ -2438,8 +2442,8 @@ async fn soak_measure(
         (Some(a), Some(b)) => format!("{:.0}–{:.0} s", a.end_secs - wsecs, b.end_secs),
         _ => "none".to_string(),
     };
-    let first_label = span_label(&first);
-    let last_label = span_label(&last);
+    let first_label = span_label(&spans.first);
+    let last_label = span_label(&spans.last);
 
     let total_secs = samples.last().map_or(total.as_secs_f64(), |w| w.end_secs);
     let accepted = shared.accepted.load(Ordering::Relaxed);
