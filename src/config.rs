@@ -1,4 +1,5 @@
-//! Configuration from the environment (and `.env`), with the defaults of API.md.
+//! Configuration from the environment (and `.env`); every variable and its default is
+//! listed in `docs/configuration.md`.
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub struct Settings {
     pub admin_token_generated: bool,
     pub wechat_api_base: String,
     pub wechat_timeout: Duration,
-    pub scheduler_enabled: bool,
+    pub scheduler: SchedulerMode,
     pub bootstrap_app: Option<BootstrapApp>,
     /// Pushes whose timestamp is further than this from now are refused; `None` = no check.
     pub push_max_age: Option<Duration>,
@@ -41,6 +42,18 @@ pub struct Settings {
     pub send_lease: Duration,
     /// Logins (`POST /v1/apps/{appid}/sessions`) allowed per client address per minute.
     pub session_rate_per_min: u32,
+}
+
+/// Whether this instance runs campaigns, and who drives its clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerMode {
+    /// The one-second tick and the daily clean-up run on their own (the default).
+    On,
+    /// This instance only serves HTTP; other instances send.
+    Off,
+    /// Built but never ticked by a clock: tests and tools call
+    /// `Scheduler::run_until_idle` to step it.
+    Manual,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +82,11 @@ impl Settings {
             Some(token) => (token, false),
             None => (crate::domain::session::random_token(32), true),
         };
-        let scheduler_enabled = match get("FORMPUSH_SCHEDULER").as_deref() {
-            None | Some("on") | Some("true") | Some("1") => true,
-            Some("off") | Some("false") | Some("0") => false,
-            Some(other) => bail!("FORMPUSH_SCHEDULER must be on or off, not {other:?}"),
+        let scheduler = match get("FORMPUSH_SCHEDULER").as_deref() {
+            None | Some("on") | Some("true") | Some("1") => SchedulerMode::On,
+            Some("off") | Some("false") | Some("0") => SchedulerMode::Off,
+            Some("manual") => SchedulerMode::Manual,
+            Some(other) => bail!("FORMPUSH_SCHEDULER must be on, off or manual, not {other:?}"),
         };
         let push_max_age_secs: u64 = parse_or(&get, "FORMPUSH_PUSH_MAX_AGE_SECS", 300)?;
         let bootstrap_app = match (get("WECHAT_APPID"), get("WECHAT_SECRET")) {
@@ -100,7 +114,7 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_string(),
             wechat_timeout: Duration::from_millis(parse_or(&get, "WECHAT_TIMEOUT_MS", 5_000)?),
-            scheduler_enabled,
+            scheduler,
             bootstrap_app,
             push_max_age: (push_max_age_secs > 0).then(|| Duration::from_secs(push_max_age_secs)),
             db_max_connections: parse_or(&get, "FORMPUSH_DB_MAX_CONNECTIONS", 20)?,
@@ -156,7 +170,7 @@ mod tests {
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(s.bind, "127.0.0.1:8080");
         assert_eq!(s.wechat_api_base, "https://api.weixin.qq.com");
-        assert!(s.scheduler_enabled);
+        assert_eq!(s.scheduler, SchedulerMode::On);
         assert_eq!(s.push_max_age, Some(Duration::from_secs(300)));
         assert!(s.admin_token_generated);
         assert!(s.admin_token.expose_secret().len() >= 32);
@@ -175,7 +189,7 @@ mod tests {
         .unwrap();
         assert!(!s.admin_token_generated);
         assert_eq!(s.admin_token.expose_secret(), "admin");
-        assert!(!s.scheduler_enabled);
+        assert_eq!(s.scheduler, SchedulerMode::Off);
         assert_eq!(s.push_max_age, None);
         assert_eq!(s.bootstrap_app.unwrap().appid, "wx1");
     }

@@ -11,7 +11,6 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod metrics;
-pub mod sandbox;
 pub mod scheduler;
 pub mod startup;
 pub mod store;

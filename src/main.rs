@@ -17,7 +17,7 @@ enum Command {
     Migrate,
     /// Run a local fake of WeChat's server APIs (token, jscode2session, template and
     /// subscribe send) that follows WeChat's documented rules, to try formpush end to end.
-    Sandbox(formpush::sandbox::SandboxArgs),
+    Sandbox(formpush_sandbox::SandboxArgs),
 }
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Sandbox(args)) = cli.command {
         telemetry::init(formpush::config::LogFormat::Text);
-        return formpush::sandbox::run(args).await;
+        return formpush_sandbox::run(args).await;
     }
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);

@@ -1,5 +1,6 @@
 //! Prometheus metrics, one registry per process. Counters are bumped where things happen;
-//! pool sizes and active runs are read from the database when `/metrics` is scraped.
+//! pool sizes and active runs are read from the database (by the `/metrics` handler) when
+//! scraped.
 
 use std::sync::LazyLock;
 
@@ -7,7 +8,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use sqlx::PgPool;
+use crate::store::credits::PoolSize;
 
 pub struct Metrics {
     registry: Registry,
@@ -117,39 +118,19 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// The text exposition, with the pool gauges read fresh from the database.
-pub async fn render(pool: &PgPool) -> anyhow::Result<String> {
+/// The text exposition, with the gauges the database knows (read by the caller at scrape
+/// time) set first.
+pub fn render(pools: &[PoolSize], active_runs: i64) -> anyhow::Result<String> {
     let m = metrics();
-    let pools = sqlx::query!(
-        r#"
-        -- Grouped once over the partial claim index (it holds exactly the usable formIds),
-        -- rather than one count per app.
-        select a.appid as "appid!", coalesce(v.valid, 0) as "valid!",
-               coalesce(g.grants, 0)::bigint as "grants!"
-        from apps a
-        left join (select u.appid, count(*) as valid
-                   from formids f join users u on u.id = f.user_id
-                   where f.uses_left > 0 and not f.invalid and f.expires_at > now()
-                   group by u.appid) v on v.appid = a.appid
-        left join (select u.appid, sum(g.remaining) as grants
-                   from subscription_grants g join users u on u.id = g.user_id
-                   group by u.appid) g on g.appid = a.appid
-        "#
-    )
-    .fetch_all(pool)
-    .await?;
     for p in pools {
-        m.valid_formids.with_label_values(&[&p.appid]).set(p.valid);
+        m.valid_formids
+            .with_label_values(&[&p.appid])
+            .set(p.usable_formids);
         m.subscription_grants
             .with_label_values(&[&p.appid])
             .set(p.grants);
     }
-    let active = sqlx::query_scalar!(
-        r#"select count(*) as "n!" from campaign_runs where status = 'running'"#
-    )
-    .fetch_one(pool)
-    .await?;
-    m.active_runs.set(active);
+    m.active_runs.set(active_runs);
     let mut out = Vec::new();
     TextEncoder::new().encode(&m.registry.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)

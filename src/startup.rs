@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, AppState};
-use crate::config::Settings;
+use crate::config::{SchedulerMode, Settings};
 use crate::domain::session::SessionSigner;
 use crate::error::{self, ApiError};
-use crate::scheduler::{pipeline::Pipeline, Scheduler};
+use crate::scheduler::{
+    pipeline::{Pipeline, SendSettings},
+    Scheduler,
+};
 use crate::store::{self, apps::AppUpsert};
 use crate::wechat::{client::WeChatClient, token::TokenManager};
 
@@ -27,7 +30,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
 pub struct Application {
     port: u16,
     server: Server,
-    scheduler: Option<(Scheduler, tokio_cron_scheduler::JobScheduler)>,
+    scheduler: Option<Scheduler>,
+    /// The clock driving `scheduler` (absent when it is off or stepped by hand).
+    jobs: Option<tokio_cron_scheduler::JobScheduler>,
     shutdown: CancellationToken,
     pub state: AppState,
 }
@@ -125,31 +130,25 @@ impl Application {
         .run();
 
         let shutdown = CancellationToken::new();
-        let scheduler = if settings.scheduler_enabled {
+        let scheduler = (settings.scheduler != SchedulerMode::Off).then(|| {
             let pipeline = Pipeline::new(
                 pool.clone(),
                 wechat,
                 tokens,
-                settings.send_concurrency,
-                settings.retry_backoff,
-                settings.app_lease,
-                settings.send_lease,
+                SendSettings::from(settings.as_ref()),
             );
-            let scheduler = Scheduler::new(pool, pipeline, shutdown.clone());
-            let jobs = scheduler.start().await?;
-            Some((scheduler, jobs))
-        } else {
-            None
+            Scheduler::new(pool, pipeline, shutdown.clone())
+        });
+        let jobs = match (&scheduler, settings.scheduler) {
+            (Some(scheduler), SchedulerMode::On) => Some(scheduler.start().await?),
+            _ => None,
         };
-        tracing::info!(
-            port,
-            scheduler = settings.scheduler_enabled,
-            "formpush listening"
-        );
+        tracing::info!(port, scheduler = ?settings.scheduler, "formpush listening");
         Ok(Self {
             port,
             server,
             scheduler,
+            jobs,
             shutdown,
             state,
         })
@@ -157,6 +156,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The scheduler, to step it by hand (`FORMPUSH_SCHEDULER=manual`); `None` when off.
+    pub fn scheduler(&self) -> Option<Scheduler> {
+        self.scheduler.clone()
     }
 
     /// A token that stops the application when cancelled (tests use it; `serve` ties it
@@ -178,8 +182,10 @@ impl Application {
         // and the pooled database connections a worker opened live on it. The senders may
         // still use such connections while they drain, so the workers stop after them.
         handle.pause().await;
-        if let Some((scheduler, mut jobs)) = self.scheduler {
+        if let Some(mut jobs) = self.jobs {
             let _ = jobs.shutdown().await;
+        }
+        if let Some(scheduler) = self.scheduler {
             if tokio::time::timeout_at(deadline, scheduler.drain())
                 .await
                 .is_err()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use formpush::config::Settings;
-use formpush::sandbox::{Sandbox, SandboxConfig, SandboxServer};
+use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
 use formpush::startup::Application;
 use futures::StreamExt;
 use rand::Rng;
@@ -663,8 +663,8 @@ async fn sent_outcomes_survive_a_database_hiccup_while_recording(
     }
     // WeChat delivers at once but answers 2 s later: time to take the database away.
     wechat.fail_next(
-        formpush::sandbox::Api::SubscribeSend,
-        formpush::sandbox::Fault::Delay(Duration::from_secs(2)),
+        formpush_sandbox::Api::SubscribeSend,
+        formpush_sandbox::Fault::Delay(Duration::from_secs(2)),
         USERS as u32,
     );
     let resp = http

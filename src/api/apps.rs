@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use super::{auth::Admin, AppState};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, apps::AppUpsert};
-use crate::wechat::client::TokenApi;
+use crate::domain::app::{App, TokenApi};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +33,7 @@ pub struct PutApp {
 pub struct AppView {
     appid: String,
     send_rate_per_sec: i32,
-    token_api: &'static str,
+    token_api: TokenApi,
     has_token: bool,
     has_encoding_aes_key: bool,
     created_at: chrono::DateTime<chrono::Utc>,
@@ -127,30 +127,41 @@ pub async fn put_app(
     })
 }
 
+impl From<App> for AppView {
+    fn from(app: App) -> Self {
+        Self {
+            appid: app.appid,
+            send_rate_per_sec: app.send_rate_per_sec,
+            token_api: app.token_api,
+            has_token: app.push_token.is_some(),
+            has_encoding_aes_key: app.encoding_aes_key.is_some(),
+            created_at: app.created_at,
+            updated_at: app.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/apps`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AppList {
+    items: Vec<AppView>,
+}
+
 async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
     let app = store::apps::find(&state.pool, appid)
         .await?
         .ok_or_else(|| ApiError::unknown_app(appid))?;
-    Ok(AppView {
-        appid: app.appid,
-        send_rate_per_sec: app.send_rate_per_sec,
-        token_api: app.token_api.as_str(),
-        has_token: app.push_token.is_some(),
-        has_encoding_aes_key: app.encoding_aes_key.is_some(),
-        created_at: app.created_at,
-        updated_at: app.updated_at,
-    })
+    Ok(app.into())
 }
 
 /// `GET /v1/apps`: every registered app, as `GET /v1/apps/{appid}` shows it.
 #[utoipa::path(get, path = "/v1/apps", tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "`{\"items\": [AppView]}`", body = Object), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+    responses((status = 200, body = AppList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut items = Vec::new();
-    for appid in store::apps::list_ids(&state.pool).await? {
-        items.push(view(&state, &appid).await?);
-    }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let items = store::apps::list(&state.pool).await?;
+    Ok(HttpResponse::Ok().json(AppList {
+        items: items.into_iter().map(AppView::from).collect(),
+    }))
 }
 
 /// An app, never with its secret, push token or AES key.

@@ -5,12 +5,15 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::store;
 
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let body = crate::metrics::render(&state.pool).await?;
+    let pools = store::credits::pool_sizes(&state.pool).await?;
+    let active_runs = store::runs::count_active_runs(&state.pool).await?;
+    let body = crate::metrics::render(&pools, active_runs)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body))
@@ -26,7 +29,7 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Object), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let ping = sqlx::query("select 1").execute(&state.pool);
+    let ping = store::ping(&state.pool);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
         _ => Err(ApiError::Unavailable {

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{auth, AppState};
+use crate::domain::subscription;
 use crate::error::{ApiError, ErrorBody};
 use crate::store;
 
@@ -17,11 +18,6 @@ pub struct SubscriptionBody {
     /// the `wx.requestSubscribeMessage` result: template id → accept, reject, ban, filter, acceptWithAudio
     #[schema(value_type = Object)]
     results: BTreeMap<String, serde_json::Value>,
-}
-
-/// Whether a `wx.requestSubscribeMessage` result value grants a send.
-pub fn is_accept(status: &str) -> bool {
-    matches!(status, "accept" | "acceptWithAudio")
 }
 
 /// `POST /v1/apps/{appid}/subscriptions`: the client's `wx.requestSubscribeMessage` result.
@@ -62,7 +58,7 @@ pub async fn record(
                 "template ids must be 1 to 128 characters, none of them NUL",
             ));
         }
-        if is_accept(status) {
+        if subscription::grants_send(status) {
             accepted.push(template_id);
         }
     }

@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::store::{self, apps::AppRecord};
+use crate::domain::app::App;
+use crate::store::{self, push_events::PushKey};
 use crate::wechat::crypto::{verify_signature, MessageCrypto};
-use crate::wechat::push::{extract_encrypt, parse_message, PushEvent, PushMessage};
+use crate::wechat::push::{extract_encrypt, parse_message, PushMessage};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct PushQuery {
@@ -30,7 +31,7 @@ fn forbidden(message: &str) -> ApiError {
     }
 }
 
-async fn push_app(state: &AppState, appid: &str) -> Result<(AppRecord, String), ApiError> {
+async fn push_app(state: &AppState, appid: &str) -> Result<(App, String), ApiError> {
     let app = store::apps::find(&state.pool, appid)
         .await?
         .ok_or_else(|| ApiError::unknown_app(appid))?;
@@ -139,67 +140,14 @@ pub async fn receive(
 }
 
 async fn apply(state: &AppState, appid: &str, message: &PushMessage) -> Result<(), ApiError> {
-    let relevant = matches!(
-        message.payload,
-        PushEvent::SubscribePopup(_) | PushEvent::SubscribeChange(_) | PushEvent::SubscribeSent(_)
-    );
-    if !relevant || message.from_user_name.is_empty() {
-        return Ok(());
-    }
-    // A retried push carries the same (user, CreateTime, Event): apply it once.
-    let first_time = sqlx::query!(
-        r#"
-        insert into push_events_seen (appid, openid, create_time, event) values ($1, $2, $3, $4)
-        on conflict do nothing
-        "#,
-        appid,
-        message.from_user_name,
-        message.create_time,
-        message.event.as_deref().unwrap_or_default()
-    )
-    .execute(&state.pool)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first_time {
-        return Ok(());
-    }
-    match &message.payload {
-        PushEvent::SubscribePopup(decisions) => {
-            let accepted: Vec<String> = decisions
-                .iter()
-                .filter(|d| super::subscriptions::is_accept(&d.status))
-                .map(|d| d.template_id.clone())
-                .collect();
-            if !accepted.is_empty() {
-                let user =
-                    store::users::upsert(&state.pool, appid, &message.from_user_name).await?;
-                store::credits::grant_subscriptions(&state.pool, user, &accepted).await?;
-            }
-        }
-        PushEvent::SubscribeChange(decisions) => {
-            let rejected: Vec<String> = decisions
-                .iter()
-                .filter(|d| d.status == "reject")
-                .map(|d| d.template_id.clone())
-                .collect();
-            if !rejected.is_empty() {
-                let user =
-                    store::users::upsert(&state.pool, appid, &message.from_user_name).await?;
-                store::credits::revoke_subscriptions(&state.pool, user, &rejected).await?;
-            }
-        }
-        PushEvent::SubscribeSent(results) => {
-            for r in results {
-                let status = if r.error_code == 0 {
-                    "success".to_string()
-                } else {
-                    format!("{}:{}", r.error_code, r.error_status)
-                };
-                store::deliveries::record_push_status(&state.pool, &r.msg_id, &status).await?;
-            }
-        }
-        PushEvent::Other => {}
+    if let Some(change) = message.pushed_change() {
+        let key = PushKey {
+            appid,
+            openid: &message.from_user_name,
+            create_time: message.create_time,
+            event: message.event.as_deref().unwrap_or_default(),
+        };
+        store::push_events::apply_once(&state.pool, key, &change).await?;
     }
     Ok(())
 }

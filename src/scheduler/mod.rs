@@ -7,11 +7,12 @@
 //! an app is sent for by whichever instance holds its lease (`app_leases`).
 
 pub mod pipeline;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -86,16 +87,42 @@ impl Scheduler {
             return Ok(());
         };
         let now = Utc::now();
-        store::campaigns::resume_quota_paused(&self.pool, now).await?;
-        for (run, due) in store::campaigns::start_due_runs(&self.pool, now).await? {
-            let lag = (Utc::now() - due).num_milliseconds().max(0) as f64 / 1000.0;
-            crate::metrics::metrics().scheduler_lag.observe(lag);
-            tracing::info!(run_id = %run, lag_secs = lag, "run started");
-        }
-        for appid in store::campaigns::apps_with_active_runs(&self.pool).await? {
+        self.start_due(now).await?;
+        for appid in store::runs::apps_with_active_runs(&self.pool).await? {
             self.ensure_worker(appid).await?;
         }
         Ok(())
+    }
+
+    /// One step driven by hand (tests, tools; `FORMPUSH_SCHEDULER=manual`): does what a
+    /// tick at `now` does, then sends for every app with work in this task, until nothing
+    /// is left to send now (deliveries waiting for a retry are waited for; a campaign
+    /// paused for quota or stopped by an error ends the step). Returns the runs started.
+    pub async fn run_until_idle(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let _guard = self.tick_guard.lock().await;
+        let started = self.start_due(now).await?;
+        for appid in store::runs::apps_with_active_runs(&self.pool).await? {
+            let lease = self.pipeline.app_lease().as_secs_f64();
+            if store::leases::acquire_app_lease(&self.pool, &appid, self.instance, lease).await? {
+                self.pipeline
+                    .work_app(&appid, self.instance, self.shutdown.clone())
+                    .await?;
+            }
+        }
+        Ok(started)
+    }
+
+    /// Resumes quota-paused campaigns and starts the runs due at `now`.
+    async fn start_due(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        store::campaigns::resume_quota_paused(&self.pool, now).await?;
+        let mut started = 0;
+        for (run, due) in store::runs::start_due_runs(&self.pool, now).await? {
+            let lag = (Utc::now() - due).num_milliseconds().max(0) as f64 / 1000.0;
+            crate::metrics::metrics().scheduler_lag.observe(lag);
+            tracing::info!(run_id = %run, lag_secs = lag, "run started");
+            started += 1;
+        }
+        Ok(started)
     }
 
     async fn ensure_worker(&self, appid: String) -> anyhow::Result<()> {
@@ -108,7 +135,7 @@ impl Scheduler {
                 return Ok(());
             }
         }
-        if !store::campaigns::acquire_app_lease(
+        if !store::leases::acquire_app_lease(
             &self.pool,
             &appid,
             self.instance,

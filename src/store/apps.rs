@@ -1,30 +1,9 @@
+//! Registered apps: their credentials and send settings.
+
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use sqlx::PgPool;
 
-use crate::wechat::client::TokenApi;
-
-/// An app as stored. Debug is hand-written so the secret can never be logged.
-#[derive(Clone)]
-pub struct AppRecord {
-    pub appid: String,
-    pub secret: SecretString,
-    pub push_token: Option<SecretString>,
-    pub encoding_aes_key: Option<SecretString>,
-    pub send_rate_per_sec: i32,
-    pub token_api: TokenApi,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl std::fmt::Debug for AppRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppRecord")
-            .field("appid", &self.appid)
-            .field("send_rate_per_sec", &self.send_rate_per_sec)
-            .finish_non_exhaustive()
-    }
-}
+use crate::domain::app::{App, TokenApi};
 
 pub struct AppUpsert<'a> {
     pub appid: &'a str,
@@ -56,37 +35,71 @@ pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<bool> {
         app.push_token,
         app.encoding_aes_key,
         app.send_rate_per_sec,
-        app.token_api.map(TokenApi::as_str),
+        app.token_api as Option<TokenApi>,
     )
     .fetch_one(pool)
     .await?;
     Ok(row.created)
 }
 
-pub async fn find(pool: &PgPool, appid: &str) -> sqlx::Result<Option<AppRecord>> {
+/// A row of `apps`, before its secrets are wrapped.
+struct AppRow {
+    appid: String,
+    secret: String,
+    push_token: Option<String>,
+    encoding_aes_key: Option<String>,
+    send_rate_per_sec: i32,
+    token_api: TokenApi,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<AppRow> for App {
+    fn from(r: AppRow) -> Self {
+        App {
+            appid: r.appid,
+            secret: r.secret.into(),
+            push_token: r.push_token.map(Into::into),
+            encoding_aes_key: r.encoding_aes_key.map(Into::into),
+            send_rate_per_sec: r.send_rate_per_sec,
+            token_api: r.token_api,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+pub async fn find(pool: &PgPool, appid: &str) -> sqlx::Result<Option<App>> {
     if !super::storable(appid) {
         return Ok(None);
     }
-    let row = sqlx::query!(
+    let row = sqlx::query_as!(
+        AppRow,
         r#"
-        select appid, secret, push_token, encoding_aes_key, send_rate_per_sec, token_api,
-               created_at, updated_at
+        select appid, secret, push_token, encoding_aes_key, send_rate_per_sec,
+               token_api as "token_api: TokenApi", created_at, updated_at
         from apps where appid = $1
         "#,
         appid
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| AppRecord {
-        appid: r.appid,
-        secret: r.secret.into(),
-        push_token: r.push_token.map(Into::into),
-        encoding_aes_key: r.encoding_aes_key.map(Into::into),
-        send_rate_per_sec: r.send_rate_per_sec,
-        token_api: TokenApi::parse(&r.token_api).unwrap_or(TokenApi::Stable),
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    }))
+    Ok(row.map(App::from))
+}
+
+/// Every app, in appid order.
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<App>> {
+    let rows = sqlx::query_as!(
+        AppRow,
+        r#"
+        select appid, secret, push_token, encoding_aes_key, send_rate_per_sec,
+               token_api as "token_api: TokenApi", created_at, updated_at
+        from apps order by appid
+        "#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(App::from).collect())
 }
 
 pub async fn exists(pool: &PgPool, appid: &str) -> sqlx::Result<bool> {
@@ -100,11 +113,4 @@ pub async fn exists(pool: &PgPool, appid: &str) -> sqlx::Result<bool> {
     .fetch_one(pool)
     .await?;
     Ok(row.exists)
-}
-
-/// Every app's id, in order.
-pub async fn list_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!("select appid from apps order by appid")
-        .fetch_all(pool)
-        .await
 }

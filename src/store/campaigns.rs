@@ -1,43 +1,36 @@
-//! Campaigns, their runs and their state transitions.
+//! Campaigns: creation with their audience, lookups, totals, and the state transitions
+//! admins and the sender make. Runs are in `runs`, the per-app sender lease in `leases`.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::campaign::{Audience, CampaignSpec, Schedule, ScheduleSpec};
+use crate::domain::campaign::{
+    Audience, AudienceType, CampaignKind, CampaignSpec, CampaignStatus, FormidPick, PauseReason,
+    Schedule, ScheduleSpec, Totals,
+};
 
 use super::users;
-
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
-pub struct Totals {
-    pub targeted: i64,
-    pub sent: i64,
-    pub failed: i64,
-    pub no_formid: i64,
-    pub no_quota: i64,
-    pub pending: i64,
-}
 
 #[derive(Debug, Clone)]
 pub struct CampaignRow {
     pub id: Uuid,
     pub appid: String,
     pub name: String,
-    pub kind: String,
+    pub kind: CampaignKind,
     pub template_id: String,
     pub page: Option<String>,
     pub data: Value,
     pub emphasis_keyword: Option<String>,
     pub miniprogram_state: Option<String>,
     pub lang: Option<String>,
-    pub formid_pick: String,
-    pub audience_type: String,
+    pub formid_pick: FormidPick,
+    pub audience_type: AudienceType,
     pub schedule: Value,
     pub timezone: String,
-    pub status: String,
-    pub pause_reason: Option<String>,
+    pub status: CampaignStatus,
+    pub pause_reason: Option<PauseReason>,
     pub resume_at: Option<DateTime<Utc>>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_error: Option<Value>,
@@ -105,15 +98,15 @@ pub async fn create(
         id,
         spec.appid,
         spec.name,
-        spec.kind.as_str(),
+        spec.kind as CampaignKind,
         spec.template_id,
         spec.page,
         Value::Object(spec.data.clone()),
         spec.emphasis_keyword,
         spec.miniprogram_state,
         spec.lang,
-        spec.formid_pick.as_str(),
-        spec.audience.type_name(),
+        spec.formid_pick as FormidPick,
+        spec.audience.audience_type() as AudienceType,
         schedule_json,
         spec.schedule.timezone.name(),
         spec.schedule.first_run(now),
@@ -138,9 +131,21 @@ pub async fn create(
 }
 
 pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<CampaignRow>> {
-    sqlx::query_as!(CampaignRow, "select * from campaigns where id = $1", id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        CampaignRow,
+        r#"
+        select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
+               emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               audience_type as "audience_type: AudienceType", schedule, timezone,
+               status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
+               resume_at, next_run_at, last_error, created_at, updated_at
+        from campaigns
+        where id = $1
+        "#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn list(
@@ -154,7 +159,13 @@ pub async fn list(
     sqlx::query_as!(
         CampaignRow,
         r#"
-        select * from campaigns where ($1::text is null or appid = $1)
+        select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
+               emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               audience_type as "audience_type: AudienceType", schedule, timezone,
+               status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
+               resume_at, next_run_at, last_error, created_at, updated_at
+        from campaigns
+        where ($1::text is null or appid = $1)
         order by created_at desc limit $2
         "#,
         appid,
@@ -223,11 +234,20 @@ pub async fn transition(
     id: Uuid,
     transition: Transition,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<Result<CampaignRow, String>>> {
+) -> sqlx::Result<Option<Result<CampaignRow, CampaignStatus>>> {
     let mut tx = pool.begin().await?;
     let Some(current) = sqlx::query_as!(
         CampaignRow,
-        "select * from campaigns where id = $1 for update",
+        r#"
+        select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
+               emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               audience_type as "audience_type: AudienceType", schedule, timezone,
+               status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
+               resume_at, next_run_at, last_error, created_at, updated_at
+        from campaigns
+        where id = $1
+        for update
+        "#,
         id
     )
     .fetch_optional(&mut *tx)
@@ -235,9 +255,9 @@ pub async fn transition(
     else {
         return Ok(None);
     };
-    let status = current.status.as_str();
-    match (transition, status) {
-        (Transition::Pause, "scheduled" | "running") => {
+    use CampaignStatus::{Paused, Running, Scheduled};
+    match (transition, current.status) {
+        (Transition::Pause, Scheduled | Running) => {
             sqlx::query!(
                 r#"update campaigns set status = 'paused', pause_reason = 'admin', resume_at = null,
                    updated_at = now() where id = $1"#,
@@ -246,7 +266,7 @@ pub async fn transition(
             .execute(&mut *tx)
             .await?;
         }
-        (Transition::Resume, "paused") => {
+        (Transition::Resume, Paused) => {
             // Cron firings missed while paused are skipped, not replayed.
             let next_run_at = match current.next_run_at {
                 Some(at) if at < now => stored_schedule(&current)
@@ -269,7 +289,7 @@ pub async fn transition(
             .execute(&mut *tx)
             .await?;
         }
-        (Transition::Cancel, "scheduled" | "running" | "paused") => {
+        (Transition::Cancel, Scheduled | Running | Paused) => {
             sqlx::query!(
                 r#"update campaigns set status = 'cancelled', next_run_at = null, updated_at = now()
                    where id = $1"#,
@@ -296,149 +316,6 @@ pub fn stored_schedule(row: &CampaignRow) -> anyhow::Result<Schedule> {
     Schedule::parse(spec).map_err(|e| anyhow::anyhow!(e.message))
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RunRow {
-    pub id: Uuid,
-    pub scheduled_for: DateTime<Utc>,
-    pub status: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub totals: Totals,
-}
-
-pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>> {
-    let rows = sqlx::query!(
-        r#"
-        select r.id, r.scheduled_for, r.status, r.started_at, r.finished_at,
-               count(d.id) as "targeted!",
-               count(d.id) filter (where d.status = 'sent') as "sent!",
-               count(d.id) filter (where d.status = 'failed') as "failed!",
-               count(d.id) filter (where d.status = 'no_formid') as "no_formid!",
-               count(d.id) filter (where d.status = 'no_quota') as "no_quota!",
-               count(d.id) filter (where d.status in ('pending', 'sending')) as "pending!"
-        from campaign_runs r left join deliveries d on d.run_id = r.id
-        where r.campaign_id = $1
-        group by r.id
-        order by r.scheduled_for desc
-        "#,
-        campaign_id
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| RunRow {
-            id: r.id,
-            scheduled_for: r.scheduled_for,
-            status: r.status,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            totals: Totals {
-                targeted: r.targeted,
-                sent: r.sent,
-                failed: r.failed,
-                no_formid: r.no_formid,
-                no_quota: r.no_quota,
-                pending: r.pending,
-            },
-        })
-        .collect())
-}
-
-/// Starts every run that is due: one run row per firing (unique per campaign and time, so
-/// instances racing here create it once), one pending delivery per audience member.
-/// Returns the runs started with the time each was due.
-pub async fn start_due_runs(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
-    let mut tx = pool.begin().await?;
-    let due = sqlx::query_as!(
-        CampaignRow,
-        r#"
-        select * from campaigns
-        where status in ('scheduled', 'running') and next_run_at <= $1
-        order by next_run_at
-        limit 20
-        for update skip locked
-        "#,
-        now
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut started = Vec::new();
-    for campaign in due {
-        let Some(scheduled_for) = campaign.next_run_at else {
-            continue;
-        };
-        if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for).await? {
-            started.push((run_id, scheduled_for));
-        }
-        let next = stored_schedule(&campaign)?.next_after(scheduled_for.max(now));
-        sqlx::query!(
-            r#"update campaigns set status = 'running', next_run_at = $2, updated_at = now()
-               where id = $1"#,
-            campaign.id,
-            next
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(started)
-}
-
-async fn start_run(
-    tx: &mut Transaction<'_, Postgres>,
-    campaign: &CampaignRow,
-    scheduled_for: DateTime<Utc>,
-) -> sqlx::Result<Option<Uuid>> {
-    let run_id = sqlx::query_scalar!(
-        r#"
-        insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
-        values ($1, $2, $3, $4, 'running')
-        on conflict (campaign_id, scheduled_for) do nothing
-        returning id
-        "#,
-        Uuid::new_v4(),
-        campaign.id,
-        campaign.appid,
-        scheduled_for
-    )
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(run_id) = run_id else {
-        return Ok(None);
-    };
-    if campaign.audience_type == "all" {
-        sqlx::query!(
-            r#"
-            insert into deliveries (run_id, campaign_id, user_id, openid)
-            select $1, $2, id, openid from users where appid = $3
-            "#,
-            run_id,
-            campaign.id,
-            campaign.appid
-        )
-        .execute(&mut **tx)
-        .await?;
-    } else {
-        sqlx::query!(
-            r#"
-            insert into deliveries (run_id, campaign_id, user_id, openid)
-            select $1, $2, u.id, u.openid
-            from campaign_audience a join users u on u.id = a.user_id
-            where a.campaign_id = $2
-            "#,
-            run_id,
-            campaign.id
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(Some(run_id))
-}
-
 /// Quota-paused campaigns whose quota has reset go back to work.
 pub async fn resume_quota_paused(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
     let done = sqlx::query!(
@@ -455,40 +332,6 @@ pub async fn resume_quota_paused(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Res
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// Closes the run if every delivery is final, and the campaign if no run is left.
-pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
-    let mut tx = pool.begin().await?;
-    let finished = sqlx::query_scalar!(
-        r#"
-        update campaign_runs r set status = 'completed', finished_at = now()
-        where r.id = $1 and r.status = 'running'
-          and not exists (select 1 from deliveries d
-                          where d.run_id = r.id and d.status in ('pending', 'sending'))
-        returning r.campaign_id
-        "#,
-        run_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(campaign_id) = finished {
-        sqlx::query!(
-            r#"
-            update campaigns c set
-                status = case when c.next_run_at is null then 'completed' else 'scheduled' end,
-                updated_at = now()
-            where c.id = $1 and c.status = 'running'
-              and not exists (select 1 from campaign_runs r
-                              where r.campaign_id = c.id and r.status = 'running')
-            "#,
-            campaign_id
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(finished.is_some())
 }
 
 /// A campaign-level error: the campaign stops `failed` and its runs with it.
@@ -532,81 +375,3 @@ pub async fn pause_for_quota(
     Ok(())
 }
 
-/// What the sender needs to know about a run it works.
-#[derive(Debug, Clone)]
-pub struct ActiveRun {
-    pub run_id: Uuid,
-    pub campaign_id: Uuid,
-    pub kind: String,
-    pub template_id: String,
-    pub page: Option<String>,
-    pub data: Value,
-    pub emphasis_keyword: Option<String>,
-    pub miniprogram_state: Option<String>,
-    pub lang: Option<String>,
-    pub formid_pick: String,
-    pub timezone: String,
-}
-
-pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveRun>> {
-    sqlx::query_as!(
-        ActiveRun,
-        r#"
-        select r.id as run_id, r.campaign_id, c.kind, c.template_id, c.page, c.data,
-               c.emphasis_keyword, c.miniprogram_state, c.lang, c.formid_pick, c.timezone
-        from campaign_runs r join campaigns c on c.id = r.campaign_id
-        where r.appid = $1 and r.status = 'running' and c.status = 'running'
-        order by r.started_at, r.id
-        "#,
-        appid
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// Apps with work to do right now.
-pub async fn apps_with_active_runs(pool: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        r#"
-        select distinct r.appid from campaign_runs r join campaigns c on c.id = r.campaign_id
-        where r.status = 'running' and c.status = 'running'
-        "#
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// Takes or renews the app's sender lease. True while this instance holds it.
-pub async fn acquire_app_lease(
-    pool: &PgPool,
-    appid: &str,
-    owner: Uuid,
-    ttl_secs: f64,
-) -> sqlx::Result<bool> {
-    let held = sqlx::query_scalar!(
-        r#"
-        insert into app_leases (appid, owner, expires_at)
-        values ($1, $2, now() + make_interval(secs => $3))
-        on conflict (appid) do update set owner = excluded.owner, expires_at = excluded.expires_at
-            where app_leases.owner = excluded.owner or app_leases.expires_at < now()
-        returning owner
-        "#,
-        appid,
-        owner,
-        ttl_secs
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(held == Some(owner))
-}
-
-pub async fn release_app_lease(pool: &PgPool, appid: &str, owner: Uuid) -> sqlx::Result<()> {
-    sqlx::query!(
-        "delete from app_leases where appid = $1 and owner = $2",
-        appid,
-        owner
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}

@@ -107,6 +107,35 @@ pub async fn revoke_subscriptions(
     Ok(())
 }
 
+/// One app's usable credits, for the `/metrics` gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSize {
+    pub appid: String,
+    pub usable_formids: i64,
+    pub grants: i64,
+}
+
+/// Every app's usable credits in one grouped query (not one count per app).
+pub async fn pool_sizes(pool: &PgPool) -> sqlx::Result<Vec<PoolSize>> {
+    sqlx::query_as!(
+        PoolSize,
+        r#"
+        select a.appid as "appid!", coalesce(v.valid, 0) as "usable_formids!",
+               coalesce(g.grants, 0)::bigint as "grants!"
+        from apps a
+        left join (select u.appid, count(*) as valid
+                   from formids f join users u on u.id = f.user_id
+                   where f.uses_left > 0 and not f.invalid and f.expires_at > now()
+                   group by u.appid) v on v.appid = a.appid
+        left join (select u.appid, sum(g.remaining) as grants
+                   from subscription_grants g join users u on u.id = g.user_id
+                   group by u.appid) g on g.appid = a.appid
+        "#
+    )
+    .fetch_all(pool)
+    .await
+}
+
 #[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PoolStats {
     pub users: i64,

@@ -6,13 +6,16 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::domain::campaign::FormidPick;
+use crate::domain::delivery::{DeliveryStatus, ShownDeliveryStatus};
+
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
     pub user_id: i64,
     pub openid: String,
-    /// `sending`, or already final: `no_formid` / `no_quota` / `failed`.
-    pub status: String,
+    /// `Sending`, or already final: `NoFormid` / `NoQuota` / `Failed`.
+    pub status: DeliveryStatus,
     pub formid_id: Option<i64>,
     pub form_id: Option<String>,
     pub formids_tried: i16,
@@ -29,7 +32,7 @@ pub async fn claim_template_batch(
     pool: &PgPool,
     run_id: Uuid,
     limit: i64,
-    formid_pick: &str,
+    formid_pick: FormidPick,
     lease_secs: f64,
     after_id: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
@@ -79,12 +82,12 @@ pub async fn claim_template_batch(
             updated_at = now()
         from credit c
         where d.id = c.delivery_id
-        returning d.id, d.user_id, d.openid, d.status, d.formid_id, d.form_id,
-                  d.formids_tried, d.attempts, d.outcome_unknown, c.vars as "vars?"
+        returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
+                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, c.vars as "vars?"
         "#,
         run_id,
         limit,
-        formid_pick,
+        formid_pick.as_str(),
         lease_secs,
         after_id
     )
@@ -128,8 +131,8 @@ pub async fn claim_subscribe_batch(
             updated_at = now()
         from picked p left join granted gr on gr.user_id = p.user_id
         where d.id = p.id
-        returning d.id, d.user_id, d.openid, d.status, d.formid_id, d.form_id,
-                  d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
+        returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
+                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
         "#,
         run_id,
         limit,
@@ -145,8 +148,8 @@ pub async fn claim_subscribe_batch(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub id: i64,
-    /// `sent`, `failed`, or `pending` (to be claimed again).
-    pub status: &'static str,
+    /// `Sent`, `Failed`, or `Pending` (to be claimed again).
+    pub status: DeliveryStatus,
     pub errcode: Option<String>,
     pub errmsg: Option<String>,
     pub attempts: i16,
@@ -188,7 +191,7 @@ pub async fn record(
     let mut retry_in = Vec::with_capacity(outcomes.len());
     for o in outcomes {
         ids.push(o.id);
-        statuses.push(o.status.to_string());
+        statuses.push(o.status.as_str());
         errcodes.push(o.errcode.clone());
         errmsgs.push(o.errmsg.clone());
         attempts.push(o.attempts);
@@ -213,7 +216,7 @@ pub async fn record(
         where d.id = o.id and d.status = 'sending'
         "#,
         &ids,
-        &statuses,
+        &statuses as &[&str],
         &errcodes as &[Option<String>],
         &errmsgs as &[Option<String>],
         &attempts,
@@ -304,7 +307,7 @@ pub struct DeliveryRow {
     pub id: i64,
     pub run_id: Uuid,
     pub openid: String,
-    pub status: String,
+    pub status: ShownDeliveryStatus,
     pub form_id: Option<String>,
     pub errcode: Option<String>,
     pub errmsg: Option<String>,
@@ -318,7 +321,7 @@ pub struct DeliveryRow {
 pub async fn page(
     pool: &PgPool,
     campaign_id: Uuid,
-    status: Option<&str>,
+    status: Option<ShownDeliveryStatus>,
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
@@ -326,7 +329,8 @@ pub async fn page(
         DeliveryRow,
         r#"
         select id, run_id, openid,
-               case when status = 'sending' then 'pending' else status end as "status!",
+               case when status = 'sending' then 'pending' else status end
+                   as "status!: ShownDeliveryStatus",
                form_id, errcode, errmsg, attempts, msg_id, push_status, updated_at
         from deliveries
         where campaign_id = $1 and id > $3
@@ -335,7 +339,7 @@ pub async fn page(
         limit $4
         "#,
         campaign_id,
-        status,
+        status as Option<ShownDeliveryStatus>,
         after,
         limit
     )

@@ -79,28 +79,6 @@ impl WeChatError {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenApi {
-    Stable,
-    Classic,
-}
-
-impl TokenApi {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "stable" => Some(Self::Stable),
-            "classic" => Some(Self::Classic),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stable => "stable",
-            Self::Classic => "classic",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub access_token: SecretString,

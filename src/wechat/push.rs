@@ -13,6 +13,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
+use crate::domain::subscription::{self, PushedChange};
+
 /// One pushed message, with the parts formpush uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushMessage {
@@ -37,6 +39,48 @@ pub enum PushEvent {
     /// `subscribe_msg_sent_event`: the outcome of a subscribe send.
     SubscribeSent(Vec<SubscribeSendResult>),
     Other,
+}
+
+impl PushMessage {
+    /// What this push changes in the credit pool, if anything: subscribe accepts add
+    /// grants, rejects in the settings remove them, sent events record WeChat's outcome.
+    pub fn pushed_change(&self) -> Option<PushedChange> {
+        if self.from_user_name.is_empty() {
+            return None;
+        }
+        let templates = |decisions: &[SubscribeDecision], keep: fn(&str) -> bool| -> Vec<String> {
+            decisions
+                .iter()
+                .filter(|d| keep(&d.status))
+                .map(|d| d.template_id.clone())
+                .collect()
+        };
+        let openid = self.from_user_name.clone();
+        match &self.payload {
+            PushEvent::SubscribePopup(decisions) => Some(PushedChange::Grant {
+                openid,
+                template_ids: templates(decisions, subscription::grants_send),
+            }),
+            PushEvent::SubscribeChange(decisions) => Some(PushedChange::Revoke {
+                openid,
+                template_ids: templates(decisions, subscription::revokes_grants),
+            }),
+            PushEvent::SubscribeSent(results) => Some(PushedChange::SendResults(
+                results
+                    .iter()
+                    .map(|r| {
+                        let status = if r.error_code == 0 {
+                            "success".to_string()
+                        } else {
+                            format!("{}:{}", r.error_code, r.error_status)
+                        };
+                        (r.msg_id.clone(), status)
+                    })
+                    .collect(),
+            )),
+            PushEvent::Other => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,9 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
-use super::client::{TokenApi, WeChatClient, WeChatError};
-use crate::store::apps::AppRecord;
+use super::client::{WeChatClient, WeChatError};
+use crate::domain::app::{App, TokenApi};
+use crate::store::access_tokens::{self, StoredToken};
 
 /// Refresh this long before WeChat's expiry (the stable API renews 5 minutes ahead too).
 pub const REFRESH_AHEAD: Duration = Duration::minutes(5);
@@ -72,7 +73,7 @@ impl TokenManager {
     }
 
     /// A valid token for the app.
-    pub async fn token(&self, app: &AppRecord) -> Result<SecretString, TokenError> {
+    pub async fn token(&self, app: &App) -> Result<SecretString, TokenError> {
         if let Some(c) = self.cached(&app.appid).filter(|c| c.is_fresh(Utc::now())) {
             return Ok(c.token);
         }
@@ -83,7 +84,7 @@ impl TokenManager {
     /// caller already did.
     pub async fn replace_rejected(
         &self,
-        app: &AppRecord,
+        app: &App,
         rejected: &str,
     ) -> Result<SecretString, TokenError> {
         self.refresh(app, Some(rejected)).await
@@ -91,7 +92,7 @@ impl TokenManager {
 
     async fn refresh(
         &self,
-        app: &AppRecord,
+        app: &App,
         rejected: Option<&str>,
     ) -> Result<SecretString, TokenError> {
         let lock = {
@@ -106,35 +107,23 @@ impl TokenManager {
         if let Some(c) = self.cached(&app.appid).filter(usable) {
             return Ok(c.token);
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "select pg_advisory_xact_lock(hashtextextended('formpush.access_token:' || $1, 0))",
-            app.appid
-        )
-        .execute(&mut *tx)
-        .await?;
-        let stored = sqlx::query!(
-            "select access_token, expires_at, refreshed_at from access_tokens where appid = $1",
-            app.appid
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| Cached {
-            token: r.access_token.into(),
+        let mut lock = access_tokens::lock_for_refresh(&self.pool, &app.appid).await?;
+        let stored = lock.stored().await?.map(|r| Cached {
+            token: r.token,
             expires_at: r.expires_at,
             refreshed_at: r.refreshed_at,
         });
         if let Some(c) = stored.filter(usable) {
             self.remember(&app.appid, c.clone());
-            tx.commit().await?;
+            lock.release().await?;
             return Ok(c.token);
         }
         crate::metrics::metrics()
             .token_refreshes
             .with_label_values(&[&app.appid])
             .inc();
-        // The transaction (and the advisory lock) stays open across this one call on
-        // purpose: other instances must wait for its result rather than call too.
+        // The lock stays held across this one call on purpose: other instances must wait
+        // for its result rather than call too.
         let issued = match app.token_api {
             // 42001 (expired) is cured by a normal call; a token WeChat calls invalid while
             // unexpired needs force_refresh (limited to 20 a day, so only then).
@@ -155,21 +144,12 @@ impl TokenManager {
             expires_at: now + Duration::seconds(issued.expires_in),
             refreshed_at: now,
         };
-        sqlx::query!(
-            r#"
-            insert into access_tokens (appid, access_token, expires_at, refreshed_at)
-            values ($1, $2, $3, $4)
-            on conflict (appid) do update set access_token = excluded.access_token,
-                expires_at = excluded.expires_at, refreshed_at = excluded.refreshed_at
-            "#,
-            app.appid,
-            fresh.token.expose_secret(),
-            fresh.expires_at,
-            fresh.refreshed_at
-        )
-        .execute(&mut *tx)
+        lock.save(&StoredToken {
+            token: fresh.token.clone(),
+            expires_at: fresh.expires_at,
+            refreshed_at: fresh.refreshed_at,
+        })
         .await?;
-        tx.commit().await?;
         tracing::info!(appid = %app.appid, api = app.token_api.as_str(), "access_token refreshed");
         self.remember(&app.appid, fresh.clone());
         Ok(fresh.token)

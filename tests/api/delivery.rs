@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use formpush::sandbox::{Api, Fault, SandboxConfig};
+use formpush_sandbox::{Api, Fault, SandboxConfig};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 

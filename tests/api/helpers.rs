@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use formpush::config::Settings;
-use formpush::sandbox::{Sandbox, SandboxConfig, SandboxServer};
+use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
 use formpush::startup::Application;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

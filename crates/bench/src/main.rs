@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use formpush::sandbox::{Sandbox, SandboxConfig};
+use formpush_sandbox::{Sandbox, SandboxConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -878,7 +878,7 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
             let mut after = 0i64;
             for _ in 0..max_calls {
                 let batch = formpush::store::deliveries::claim_template_batch(
-                    &pool, run_id, limit, "freshest", 120.0, after,
+                    &pool, run_id, limit, formpush::domain::campaign::FormidPick::Freshest, 120.0, after,
                 )
                 .await?;
                 calls += 1;
@@ -887,7 +887,7 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
                 }
                 after = batch.iter().map(|d| d.id).max().unwrap_or(after);
                 for d in &batch {
-                    if d.status == "sending" {
+                    if d.status == formpush::domain::delivery::DeliveryStatus::Sending {
                         claimed += 1;
                     } else {
                         other += 1;
@@ -1223,7 +1223,7 @@ fn tail(path: &Path) -> String {
 /// An in-process fake WeChat answering after `latency_ms`.
 struct FakeWeChat {
     sandbox: Sandbox,
-    server: formpush::sandbox::SandboxServer,
+    server: formpush_sandbox::SandboxServer,
 }
 
 impl FakeWeChat {

@@ -1,47 +1,28 @@
+//! The campaign admin API: create, list, read, pause / resume / cancel, runs, deliveries.
+
+mod views;
+
+pub use views::{
+    AudienceView, CampaignList, CampaignView, DeliveryPage, DeliveryView, ErrCode, RunList,
+    RunView,
+};
+
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::openapi::{CampaignList, CampaignView, DeliveryPage, RunList};
 use super::{auth::Admin, AppState};
 use crate::domain::campaign::{CampaignRequest, CampaignSpec};
+use crate::domain::delivery::ShownDeliveryStatus;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::campaigns::{self as store, CampaignRow, CreateError, Totals, Transition};
-use crate::store::deliveries;
+use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
+use crate::store::{deliveries, runs};
 
 /// One campaign with its totals.
-async fn render_one(state: &AppState, row: &CampaignRow) -> Result<Value, ApiError> {
+async fn render_one(state: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError> {
     let totals = store::totals(&state.pool, row.id).await?;
-    Ok(render(row, &totals))
-}
-
-fn render(row: &CampaignRow, totals: &Totals) -> Value {
-    json!({
-        "id": row.id,
-        "appid": row.appid,
-        "name": row.name,
-        "kind": row.kind,
-        "template_id": row.template_id,
-        "page": row.page,
-        "data": row.data,
-        "emphasis_keyword": row.emphasis_keyword,
-        "miniprogram_state": row.miniprogram_state,
-        "lang": row.lang,
-        "formid_pick": (row.kind == "template").then_some(&row.formid_pick),
-        "audience": {"type": row.audience_type},
-        "status": row.status,
-        "pause_reason": row.pause_reason,
-        "resume_at": row.resume_at,
-        "schedule": row.schedule,
-        "timezone": row.timezone,
-        "next_run_at": row.next_run_at,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "totals": totals,
-        "last_error": row.last_error,
-    })
+    Ok(CampaignView::new(row, totals))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -75,7 +56,7 @@ pub async fn create(
         Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),
         Err(CreateError::Db(e)) => return Err(e.into()),
     };
-    Ok(HttpResponse::Created().json(render_one(&state, &row).await?))
+    Ok(HttpResponse::Created().json(render_one(&state, row).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -107,11 +88,14 @@ pub async fn list(
     let rows = store::list(&state.pool, query.appid.as_deref(), limit).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut totals = store::totals_of(&state.pool, &ids).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|row| render(row, &totals.remove(&row.id).unwrap_or_default()))
+    let items = rows
+        .into_iter()
+        .map(|row| {
+            let row_totals = totals.remove(&row.id).unwrap_or_default();
+            CampaignView::new(row, row_totals)
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items})))
+    Ok(HttpResponse::Ok().json(CampaignList { items }))
 }
 
 /// A campaign with its totals over all runs.
@@ -123,7 +107,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &id).await?;
-    Ok(HttpResponse::Ok().json(render_one(&state, &row).await?))
+    Ok(HttpResponse::Ok().json(render_one(&state, row).await?))
 }
 
 async fn apply(
@@ -139,9 +123,9 @@ async fn apply(
         )),
         Some(Err(status)) => Err(ApiError::conflict(
             "invalid_transition",
-            format!("a {status} campaign cannot be {transition:?}d").to_lowercase(),
+            format!("a {} campaign cannot be {transition:?}d", status.as_str()).to_lowercase(),
         )),
-        Some(Ok(row)) => Ok(HttpResponse::Ok().json(render_one(state, &row).await?)),
+        Some(Ok(row)) => Ok(HttpResponse::Ok().json(render_one(state, row).await?)),
     }
 }
 
@@ -190,14 +174,17 @@ pub async fn runs(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &id).await?;
-    let runs = store::runs(&state.pool, row.id).await?;
-    Ok(HttpResponse::Ok().json(json!({"items": runs})))
+    let items = runs::runs(&state.pool, row.id).await?;
+    Ok(HttpResponse::Ok().json(RunList {
+        items: items.into_iter().map(RunView::from).collect(),
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    /// sent, failed, no_formid, no_quota or pending
+    /// only deliveries in this state
+    #[param(value_type = Option<ShownDeliveryStatus>)]
     status: Option<String>,
     /// 1 to 1000, default 100
     limit: Option<i64>,
@@ -218,14 +205,15 @@ pub async fn deliveries(
 ) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &id).await?;
     let q = query.into_inner();
-    if let Some(status) = &q.status {
-        if !["sent", "failed", "no_formid", "no_quota", "pending"].contains(&status.as_str()) {
-            return Err(ApiError::invalid(
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(word) => Some(ShownDeliveryStatus::parse(word).ok_or_else(|| {
+            ApiError::invalid(
                 "invalid_status",
                 "status must be sent, failed, no_formid, no_quota or pending",
-            ));
-        }
-    }
+            )
+        })?),
+    };
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(
@@ -243,36 +231,12 @@ pub async fn deliveries(
                 ApiError::invalid("invalid_cursor", "after must be a cursor from next")
             })?,
     };
-    let page = deliveries::page(&state.pool, row.id, q.status.as_deref(), after, limit).await?;
+    let page = deliveries::page(&state.pool, row.id, status, after, limit).await?;
     let next = (page.len() as i64 == limit)
         .then(|| page.last().map(|d| d.id.to_string()))
         .flatten();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|d| {
-            // errcode is WeChat's number where there is one, else a word (unknown_outcome, timeout).
-            let errcode = d.errcode.as_deref().map(|c| {
-                c.parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::from(c))
-            });
-            let errcode = match (d.status.as_str(), errcode) {
-                ("sent", None) => Some(Value::from(0)),
-                (_, e) => e,
-            };
-            json!({
-                "run_id": d.run_id,
-                "openid": d.openid,
-                "status": d.status,
-                "form_id": d.form_id,
-                "errcode": errcode,
-                "errmsg": d.errmsg.clone().or_else(|| (d.status == "sent").then(|| "ok".into())),
-                "attempts": d.attempts,
-                "msg_id": d.msg_id,
-                "push_status": d.push_status,
-                "updated_at": d.updated_at,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next": next})))
+    Ok(HttpResponse::Ok().json(DeliveryPage {
+        items: page.into_iter().map(DeliveryView::from).collect(),
+        next,
+    }))
 }

@@ -2,64 +2,28 @@
 //! audience and schedule. `CampaignSpec::parse` turns a request into a value that is
 //! known to be sendable; every refusal names the field.
 
+mod schedule;
+mod state;
+mod template_data;
+
+pub use schedule::{parse_cron, parse_timezone, Schedule, ScheduleSpec, DEFAULT_TIMEZONE};
+pub use state::{
+    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+};
+pub use template_data::{placeholders, render_data, BUILTIN_PLACEHOLDERS};
+
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, FixedOffset, Utc};
-use chrono_tz::Tz;
-use croner::{
-    parser::{CronParser, Seconds, Year},
-    Cron,
-};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
-/// Built-in placeholders, resolvable for every user.
-pub const BUILTIN_PLACEHOLDERS: [&str; 3] = ["openid", "date", "datetime"];
+use crate::domain::FieldError;
+
 /// Limits that keep one campaign row reasonable (the body limit caps them further).
 pub const MAX_AUDIENCE: usize = 100_000;
 const MAX_NAME: usize = 200;
 const MAX_TEMPLATE_ID: usize = 128;
 const MAX_PAGE: usize = 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignKind {
-    Template,
-    Subscribe,
-}
-
-impl CampaignKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Template => "template",
-            Self::Subscribe => "subscribe",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "template" => Some(Self::Template),
-            "subscribe" => Some(Self::Subscribe),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FormidPick {
-    Freshest,
-    ExpiringFirst,
-}
-
-impl FormidPick {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Freshest => "freshest",
-            Self::ExpiringFirst => "expiring_first",
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -70,11 +34,11 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub fn type_name(&self) -> &'static str {
+    pub fn audience_type(&self) -> AudienceType {
         match self {
-            Self::All => "all",
-            Self::Openids { .. } => "openids",
-            Self::Users { .. } => "users",
+            Self::All => AudienceType::All,
+            Self::Openids { .. } => AudienceType::Openids,
+            Self::Users { .. } => AudienceType::Users,
         }
     }
 }
@@ -86,122 +50,6 @@ pub struct AudienceUser {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub vars: Map<String, Value>,
-}
-
-/// The schedule as the API shows it. `timezone` defaults to Asia/Shanghai; `cron` has 6
-/// fields, seconds first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ScheduleSpec {
-    Now {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timezone: Option<String>,
-    },
-    At {
-        at: DateTime<FixedOffset>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timezone: Option<String>,
-    },
-    Cron {
-        cron: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timezone: Option<String>,
-    },
-}
-
-/// A parsed schedule: knows when it fires.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    pub spec: ScheduleSpec,
-    pub timezone: Tz,
-    cron: Option<Cron>,
-}
-
-impl Schedule {
-    pub fn parse(spec: ScheduleSpec) -> Result<Self, FieldError> {
-        let tz_name = match &spec {
-            ScheduleSpec::Now { timezone }
-            | ScheduleSpec::At { timezone, .. }
-            | ScheduleSpec::Cron { timezone, .. } => timezone.as_deref(),
-        };
-        let timezone = parse_timezone(tz_name.unwrap_or(DEFAULT_TIMEZONE))?;
-        let cron = match &spec {
-            ScheduleSpec::Cron { cron, .. } => Some(parse_cron(cron)?),
-            _ => None,
-        };
-        Ok(Self {
-            spec,
-            timezone,
-            cron,
-        })
-    }
-
-    pub fn is_recurring(&self) -> bool {
-        self.cron.is_some()
-    }
-
-    /// When the first run is due, seen at `now`. A past `at` is due at once.
-    pub fn first_run(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match &self.spec {
-            ScheduleSpec::Now { .. } => Some(now),
-            ScheduleSpec::At { at, .. } => Some(at.with_timezone(&Utc)),
-            ScheduleSpec::Cron { .. } => self.next_after(now),
-        }
-    }
-
-    /// The next firing strictly after `after` (cron only).
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let cron = self.cron.as_ref()?;
-        cron.find_next_occurrence(&after.with_timezone(&self.timezone), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-}
-
-pub fn parse_timezone(name: &str) -> Result<Tz, FieldError> {
-    name.parse::<Tz>().map_err(|_| {
-        FieldError::new(
-            "invalid_timezone",
-            format!("schedule.timezone {name:?} is not an IANA time zone"),
-        )
-    })
-}
-
-/// Six fields, seconds first (`0 30 9 * * MON-FRI`).
-pub fn parse_cron(pattern: &str) -> Result<Cron, FieldError> {
-    if pattern.split_whitespace().count() != 6 {
-        return Err(FieldError::new(
-            "invalid_cron",
-            format!("schedule.cron {pattern:?} must have 6 fields, seconds first"),
-        ));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Disallowed)
-        .build()
-        .parse(pattern)
-        .map_err(|e| {
-            FieldError::new(
-                "invalid_cron",
-                format!("schedule.cron {pattern:?} is not valid: {e}"),
-            )
-        })
-}
-
-/// A 422 with the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 /// One entry of a campaign's `data`, as WeChat takes it.
@@ -502,79 +350,10 @@ fn check_placeholders(data: &Map<String, Value>, audience: &Audience) -> Result<
     Ok(())
 }
 
-/// The `{{name}}` placeholders used anywhere in data values.
-pub fn placeholders(data: &Map<String, Value>) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for entry in data.values() {
-        if let Some(Value::String(s)) = entry.get("value") {
-            let mut rest = s.as_str();
-            while let Some(start) = rest.find("{{") {
-                let after = &rest[start + 2..];
-                let Some(end) = after.find("}}") else { break };
-                found.insert(after[..end].trim().to_string());
-                rest = &after[end + 2..];
-            }
-        }
-    }
-    found
-}
-
-/// Fills placeholders for one user. Unresolvable ones (not possible after `parse`) stay as written.
-pub fn render_data(
-    data: &Map<String, Value>,
-    openid: &str,
-    vars: &Map<String, Value>,
-    now: DateTime<Utc>,
-    timezone: Tz,
-) -> Map<String, Value> {
-    let local = now.with_timezone(&timezone);
-    let lookup = |name: &str| -> Option<String> {
-        match name {
-            "openid" => Some(openid.to_string()),
-            "date" => Some(local.format("%Y-%m-%d").to_string()),
-            "datetime" => Some(local.format("%Y-%m-%d %H:%M:%S").to_string()),
-            _ => vars.get(name).map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }),
-        }
-    };
-    data.iter()
-        .map(|(key, entry)| {
-            let mut entry = entry.clone();
-            if let Some(Value::String(template)) = entry.get("value") {
-                let rendered = render_text(template, &lookup);
-                entry["value"] = Value::String(rendered);
-            }
-            (key.clone(), entry)
-        })
-        .collect()
-}
-
-fn render_text(template: &str, lookup: &impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        match lookup(after[..end].trim()) {
-            Some(value) => out.push_str(&value),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use serde_json::json;
 
     fn request(overrides: Value) -> CampaignRequest {
@@ -697,22 +476,5 @@ mod tests {
                 .next_after(Utc.with_ymd_and_hms(2026, 11, 25, 1, 30, 0).unwrap()),
             Some(Utc.with_ymd_and_hms(2026, 11, 26, 1, 30, 0).unwrap())
         );
-    }
-
-    #[test]
-    fn rendering_fills_vars_and_builtins_in_the_schedule_timezone() {
-        let data = json!({"a": {"value": "hi {{nickname}} ({{openid}})"}, "b": {"value": "{{date}} {{datetime}}", "color": "#f00"}});
-        let vars = json!({"nickname": "Tom"});
-        let now = Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 5).unwrap();
-        let out = render_data(
-            data.as_object().unwrap(),
-            "o1",
-            vars.as_object().unwrap(),
-            now,
-            chrono_tz::Asia::Shanghai,
-        );
-        assert_eq!(out["a"]["value"], "hi Tom (o1)");
-        assert_eq!(out["b"]["value"], "2026-11-26 2026-11-26 01:00:05");
-        assert_eq!(out["b"]["color"], "#f00");
     }
 }

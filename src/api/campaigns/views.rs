@@ -1,0 +1,206 @@
+//! The campaign API's response bodies. Handlers answer with these very types and the
+//! OpenAPI description is generated from them, so the schema cannot drift from what is
+//! served.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::campaign::{
+    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+};
+use crate::domain::delivery::ShownDeliveryStatus;
+use crate::store::campaigns::CampaignRow;
+use crate::store::deliveries::DeliveryRow;
+use crate::store::runs::RunRow;
+
+/// A campaign as the admin API shows it, with its totals over all runs.
+#[derive(Serialize, ToSchema)]
+pub struct CampaignView {
+    pub id: Uuid,
+    pub appid: String,
+    pub name: String,
+    pub kind: CampaignKind,
+    pub template_id: String,
+    pub page: Option<String>,
+    /// the `data` as created, placeholders unrendered
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub emphasis_keyword: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    /// template campaigns only (null for subscribe campaigns)
+    pub formid_pick: Option<FormidPick>,
+    pub audience: AudienceView,
+    pub status: CampaignStatus,
+    /// why a paused campaign is paused
+    pub pause_reason: Option<PauseReason>,
+    /// when a campaign paused for quota resumes by itself
+    pub resume_at: Option<DateTime<Utc>>,
+    /// the schedule as created
+    #[schema(value_type = Object)]
+    pub schedule: serde_json::Value,
+    pub timezone: String,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub totals: Totals,
+    /// `{"errcode": 40037, "errmsg": "..."}` of the error that stopped or paused it
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<serde_json::Value>,
+}
+
+/// The audience's type (the members of a listed audience are not repeated here).
+#[derive(Serialize, ToSchema)]
+pub struct AudienceView {
+    #[serde(rename = "type")]
+    pub audience_type: AudienceType,
+}
+
+impl CampaignView {
+    pub fn new(row: CampaignRow, totals: Totals) -> Self {
+        Self {
+            formid_pick: (row.kind == CampaignKind::Template).then_some(row.formid_pick),
+            audience: AudienceView {
+                audience_type: row.audience_type,
+            },
+            id: row.id,
+            appid: row.appid,
+            name: row.name,
+            kind: row.kind,
+            template_id: row.template_id,
+            page: row.page,
+            data: row.data,
+            emphasis_keyword: row.emphasis_keyword,
+            miniprogram_state: row.miniprogram_state,
+            lang: row.lang,
+            status: row.status,
+            pause_reason: row.pause_reason,
+            resume_at: row.resume_at,
+            schedule: row.schedule,
+            timezone: row.timezone,
+            next_run_at: row.next_run_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            totals,
+            last_error: row.last_error,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignList {
+    pub items: Vec<CampaignView>,
+}
+
+/// One firing of a campaign's schedule, with the totals of its deliveries.
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    pub id: Uuid,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub totals: Totals,
+}
+
+impl From<RunRow> for RunView {
+    fn from(r: RunRow) -> Self {
+        Self {
+            id: r.id,
+            scheduled_for: r.scheduled_for,
+            status: r.status,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            totals: r.totals,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub items: Vec<RunView>,
+}
+
+/// WeChat's errcode (a number, 0 when sent), or a word where WeChat gave none:
+/// `unknown_outcome`, `timeout`, `http_502`, `unreachable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ErrCode {
+    WeChat(i64),
+    Word(String),
+}
+
+impl ErrCode {
+    fn from_record(code: &str) -> Self {
+        code.parse()
+            .map(Self::WeChat)
+            .unwrap_or_else(|_| Self::Word(code.to_string()))
+    }
+}
+
+/// One user's message in one run.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub run_id: Uuid,
+    pub openid: String,
+    pub status: ShownDeliveryStatus,
+    pub form_id: Option<String>,
+    pub errcode: Option<ErrCode>,
+    pub errmsg: Option<String>,
+    pub attempts: i16,
+    pub msg_id: Option<String>,
+    /// from `subscribe_msg_sent_event`: `success` or `errcode:status`
+    pub push_status: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<DeliveryRow> for DeliveryView {
+    fn from(d: DeliveryRow) -> Self {
+        let sent = d.status == ShownDeliveryStatus::Sent;
+        let errcode = match d.errcode.as_deref() {
+            Some(code) => Some(ErrCode::from_record(code)),
+            None if sent => Some(ErrCode::WeChat(0)),
+            None => None,
+        };
+        Self {
+            errmsg: d.errmsg.or_else(|| sent.then(|| "ok".into())),
+            errcode,
+            run_id: d.run_id,
+            openid: d.openid,
+            status: d.status,
+            form_id: d.form_id,
+            attempts: d.attempts,
+            msg_id: d.msg_id,
+            push_status: d.push_status,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryView>,
+    /// pass as `after` for the next page; null on the last
+    pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcodes_are_numbers_where_wechat_gave_one_and_words_elsewhere() {
+        assert_eq!(ErrCode::from_record("40037"), ErrCode::WeChat(40037));
+        assert_eq!(ErrCode::from_record("-1"), ErrCode::WeChat(-1));
+        assert_eq!(
+            ErrCode::from_record("unknown_outcome"),
+            ErrCode::Word("unknown_outcome".into())
+        );
+        assert_eq!(
+            serde_json::to_value(ErrCode::WeChat(0)).unwrap(),
+            serde_json::json!(0)
+        );
+    }
+}

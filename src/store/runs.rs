@@ -1,0 +1,246 @@
+//! Campaign runs (one per firing of a schedule): starting the due ones with their
+//! deliveries, finishing them, and what a sender needs to work one.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::campaigns::{stored_schedule, CampaignRow};
+use crate::domain::campaign::{
+    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub totals: Totals,
+}
+
+pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>> {
+    let rows = sqlx::query!(
+        r#"
+        select r.id, r.scheduled_for, r.status as "status: RunStatus", r.started_at, r.finished_at,
+               count(d.id) as "targeted!",
+               count(d.id) filter (where d.status = 'sent') as "sent!",
+               count(d.id) filter (where d.status = 'failed') as "failed!",
+               count(d.id) filter (where d.status = 'no_formid') as "no_formid!",
+               count(d.id) filter (where d.status = 'no_quota') as "no_quota!",
+               count(d.id) filter (where d.status in ('pending', 'sending')) as "pending!"
+        from campaign_runs r left join deliveries d on d.run_id = r.id
+        where r.campaign_id = $1
+        group by r.id
+        order by r.scheduled_for desc
+        "#,
+        campaign_id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RunRow {
+            id: r.id,
+            scheduled_for: r.scheduled_for,
+            status: r.status,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            totals: Totals {
+                targeted: r.targeted,
+                sent: r.sent,
+                failed: r.failed,
+                no_formid: r.no_formid,
+                no_quota: r.no_quota,
+                pending: r.pending,
+            },
+        })
+        .collect())
+}
+
+/// Starts every run that is due: one run row per firing (unique per campaign and time, so
+/// instances racing here create it once), one pending delivery per audience member.
+/// Returns the runs started with the time each was due.
+pub async fn start_due_runs(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
+    let mut tx = pool.begin().await?;
+    let due = sqlx::query_as!(
+        CampaignRow,
+        r#"
+        select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
+               emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               audience_type as "audience_type: AudienceType", schedule, timezone,
+               status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
+               resume_at, next_run_at, last_error, created_at, updated_at
+        from campaigns
+        where status in ('scheduled', 'running') and next_run_at <= $1
+        order by next_run_at
+        limit 20
+        for update skip locked
+        "#,
+        now
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut started = Vec::new();
+    for campaign in due {
+        let Some(scheduled_for) = campaign.next_run_at else {
+            continue;
+        };
+        if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for).await? {
+            started.push((run_id, scheduled_for));
+        }
+        let next = stored_schedule(&campaign)?.next_after(scheduled_for.max(now));
+        sqlx::query!(
+            r#"update campaigns set status = 'running', next_run_at = $2, updated_at = now()
+               where id = $1"#,
+            campaign.id,
+            next
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(started)
+}
+
+async fn start_run(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: &CampaignRow,
+    scheduled_for: DateTime<Utc>,
+) -> sqlx::Result<Option<Uuid>> {
+    let run_id = sqlx::query_scalar!(
+        r#"
+        insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
+        values ($1, $2, $3, $4, 'running')
+        on conflict (campaign_id, scheduled_for) do nothing
+        returning id
+        "#,
+        Uuid::new_v4(),
+        campaign.id,
+        campaign.appid,
+        scheduled_for
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(run_id) = run_id else {
+        return Ok(None);
+    };
+    if campaign.audience_type == AudienceType::All {
+        sqlx::query!(
+            r#"
+            insert into deliveries (run_id, campaign_id, user_id, openid)
+            select $1, $2, id, openid from users where appid = $3
+            "#,
+            run_id,
+            campaign.id,
+            campaign.appid
+        )
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        sqlx::query!(
+            r#"
+            insert into deliveries (run_id, campaign_id, user_id, openid)
+            select $1, $2, u.id, u.openid
+            from campaign_audience a join users u on u.id = a.user_id
+            where a.campaign_id = $2
+            "#,
+            run_id,
+            campaign.id
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Some(run_id))
+}
+
+/// Closes the run if every delivery is final, and the campaign if no run is left.
+pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let finished = sqlx::query_scalar!(
+        r#"
+        update campaign_runs r set status = 'completed', finished_at = now()
+        where r.id = $1 and r.status = 'running'
+          and not exists (select 1 from deliveries d
+                          where d.run_id = r.id and d.status in ('pending', 'sending'))
+        returning r.campaign_id
+        "#,
+        run_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(campaign_id) = finished {
+        sqlx::query!(
+            r#"
+            update campaigns c set
+                status = case when c.next_run_at is null then 'completed' else 'scheduled' end,
+                updated_at = now()
+            where c.id = $1 and c.status = 'running'
+              and not exists (select 1 from campaign_runs r
+                              where r.campaign_id = c.id and r.status = 'running')
+            "#,
+            campaign_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(finished.is_some())
+}
+
+/// What the sender needs to know about a run it works.
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    pub run_id: Uuid,
+    pub campaign_id: Uuid,
+    pub kind: CampaignKind,
+    pub template_id: String,
+    pub page: Option<String>,
+    pub data: Value,
+    pub emphasis_keyword: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    pub formid_pick: FormidPick,
+    pub timezone: String,
+}
+
+pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveRun>> {
+    sqlx::query_as!(
+        ActiveRun,
+        r#"
+        select r.id as run_id, r.campaign_id, c.kind as "kind: CampaignKind", c.template_id,
+               c.page, c.data, c.emphasis_keyword, c.miniprogram_state, c.lang,
+               c.formid_pick as "formid_pick: FormidPick", c.timezone
+        from campaign_runs r join campaigns c on c.id = r.campaign_id
+        where r.appid = $1 and r.status = 'running' and c.status = 'running'
+        order by r.started_at, r.id
+        "#,
+        appid
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Apps with work to do right now.
+pub async fn apps_with_active_runs(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"
+        select distinct r.appid from campaign_runs r join campaigns c on c.id = r.campaign_id
+        where r.status = 'running' and c.status = 'running'
+        "#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Runs sending now, across all apps.
+pub async fn count_active_runs(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"select count(*) as "n!" from campaign_runs where status = 'running'"#)
+        .fetch_one(pool)
+        .await
+}
