@@ -182,5 +182,5 @@ pub fn path_config() -> actix_web::web::PathConfig {
     })
 }
 
-/// Request bodies larger than this are refused with 413 (API.md: 1 MiB).
+/// Request bodies larger than this are refused with 413 (1 MiB, `docs/api.md`).
 pub const BODY_LIMIT: usize = 1024 * 1024;

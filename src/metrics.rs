@@ -4,11 +4,11 @@
 
 use std::sync::LazyLock;
 
+use crate::store::credits::PoolSize;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use crate::store::credits::PoolSize;
 
 pub struct Metrics {
     registry: Registry,

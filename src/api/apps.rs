@@ -1,10 +1,10 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{auth::Admin, AppState};
+use super::{auth::Admin, state::AppState};
+use crate::domain::app::{App, TokenApi};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, apps::AppUpsert};
-use crate::domain::app::{App, TokenApi};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::state::AppState;
 use crate::domain::session::{SessionClaims, SessionError};
 use crate::error::ApiError;
 

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{auth, auth::Admin, AppState};
+use super::{auth, auth::Admin, state::AppState};
 use crate::domain::formid::{Credit, RejectReason};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, credits::NewCredit};

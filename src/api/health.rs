@@ -3,7 +3,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::ApiError;
 use crate::store;
 

@@ -1,5 +1,5 @@
 //! HTTP: parse the request, call the domain and store, answer. Every route is registered
-//! in `routes`.
+//! in `routes`; handlers share `AppState`.
 
 pub mod apps;
 pub mod auth;
@@ -8,74 +8,11 @@ pub mod console;
 pub mod formids;
 pub mod health;
 pub mod openapi;
+mod routes;
 pub mod sessions;
+mod state;
 pub mod subscriptions;
 pub mod wechat_push;
 
-use std::sync::Arc;
-
-use actix_web::web;
-use sqlx::PgPool;
-use utoipa_scalar::Servable;
-
-use crate::config::Settings;
-use crate::domain::session::SessionSigner;
-use crate::wechat::{client::WeChatClient, token::TokenManager};
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub signer: SessionSigner,
-    pub wechat: WeChatClient,
-    pub tokens: TokenManager,
-    pub credit_writer: crate::store::batcher::CreditWriter,
-    /// Logins per client address: each one costs a jscode2session call to WeChat.
-    pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/openapi.json", web::get().to(openapi::openapi_json))
-        .service(utoipa_scalar::Scalar::with_url("/docs", {
-            use utoipa::OpenApi;
-            openapi::ApiDoc::openapi()
-        }))
-        .route("/wechat/{appid}", web::get().to(wechat_push::verify_url))
-        .route("/wechat/{appid}", web::post().to(wechat_push::receive))
-        .route("/admin", web::get().to(console::page))
-        .route("/admin/", web::get().to(console::page))
-        .route("/admin/admin.js", web::get().to(console::script))
-        .route("/admin/admin.css", web::get().to(console::style))
-        .service(
-            web::scope("/v1")
-                .route("/apps", web::get().to(apps::list_apps))
-                .route("/apps/{appid}", web::put().to(apps::put_app))
-                .route("/apps/{appid}", web::get().to(apps::get_app))
-                .route("/apps/{appid}/stats", web::get().to(apps::stats))
-                .route("/apps/{appid}/sessions", web::post().to(sessions::create))
-                .route("/apps/{appid}/formids", web::post().to(formids::collect))
-                .route(
-                    "/apps/{appid}/formids:import",
-                    web::post().to(formids::import),
-                )
-                .route(
-                    "/apps/{appid}/subscriptions",
-                    web::post().to(subscriptions::record),
-                )
-                .route("/campaigns", web::post().to(campaigns::create))
-                .route("/campaigns", web::get().to(campaigns::list))
-                .route("/campaigns/{id}", web::get().to(campaigns::get))
-                .route("/campaigns/{id}/pause", web::post().to(campaigns::pause))
-                .route("/campaigns/{id}/resume", web::post().to(campaigns::resume))
-                .route("/campaigns/{id}/cancel", web::post().to(campaigns::cancel))
-                .route("/campaigns/{id}/runs", web::get().to(campaigns::runs))
-                .route(
-                    "/campaigns/{id}/deliveries",
-                    web::get().to(campaigns::deliveries),
-                ),
-        );
-}
+pub use routes::routes;
+pub use state::AppState;

@@ -2,7 +2,7 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::AppState;
+use super::state::AppState;
 use crate::domain::session::{SessionClaims, SESSION_VALIDITY};
 use crate::error::{ApiError, ErrorBody};
 use crate::store;

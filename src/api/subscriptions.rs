@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppState};
+use super::{auth, state::AppState};
 use crate::domain::subscription;
 use crate::error::{ApiError, ErrorBody};
 use crate::store;

@@ -6,9 +6,9 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::AppState;
-use crate::error::ApiError;
+use super::state::AppState;
 use crate::domain::app::App;
+use crate::error::ApiError;
 use crate::store::{self, push_events::PushKey};
 use crate::wechat::crypto::{verify_signature, MessageCrypto};
 use crate::wechat::push::{extract_encrypt, parse_message, PushMessage};

@@ -75,8 +75,14 @@ mod tests {
 
     #[test]
     fn a_message_in_flight_shows_as_pending() {
-        assert_eq!(DeliveryStatus::Sending.shown(), ShownDeliveryStatus::Pending);
-        assert_eq!(DeliveryStatus::NoQuota.shown(), ShownDeliveryStatus::NoQuota);
+        assert_eq!(
+            DeliveryStatus::Sending.shown(),
+            ShownDeliveryStatus::Pending
+        );
+        assert_eq!(
+            DeliveryStatus::NoQuota.shown(),
+            ShownDeliveryStatus::NoQuota
+        );
         assert_eq!(DeliveryStatus::NoFormid.as_str(), "no_formid");
     }
 }

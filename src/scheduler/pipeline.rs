@@ -78,7 +78,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(pool: PgPool, wechat: WeChatClient, tokens: TokenManager, settings: SendSettings) -> Self {
+    pub fn new(
+        pool: PgPool,
+        wechat: WeChatClient,
+        tokens: TokenManager,
+        settings: SendSettings,
+    ) -> Self {
         Self {
             pool,
             wechat,
@@ -405,9 +410,7 @@ impl Pipeline {
     }
 }
 
-
 fn rate_limiter(per_sec: i32) -> DefaultDirectRateLimiter {
     let rate = NonZeroU32::new(per_sec.max(1) as u32).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct(Quota::per_second(rate))
 }
-

@@ -145,7 +145,11 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
                 };
                 done(o, effect, None)
             } else {
-                done(outcome(DeliveryStatus::Failed, Some(e), false), Effect::None, None)
+                done(
+                    outcome(DeliveryStatus::Failed, Some(e), false),
+                    Effect::None,
+                    None,
+                )
             }
         }
         ErrorClass::BadFormId => {
@@ -175,7 +179,11 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
             } else {
                 Effect::None
             };
-            done(outcome(DeliveryStatus::Failed, Some(e), false), effect, None)
+            done(
+                outcome(DeliveryStatus::Failed, Some(e), false),
+                effect,
+                None,
+            )
         }
         ErrorClass::CampaignConfig => done(
             outcome(DeliveryStatus::Pending, Some(e), true),
@@ -187,9 +195,11 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
             give_back(),
             Some(CampaignStop::QuotaReached(last_error(e))),
         ),
-        ErrorClass::CredentialExpired | ErrorClass::Unknown => {
-            done(outcome(DeliveryStatus::Failed, Some(e), false), Effect::None, None)
-        }
+        ErrorClass::CredentialExpired | ErrorClass::Unknown => done(
+            outcome(DeliveryStatus::Failed, Some(e), false),
+            Effect::None,
+            None,
+        ),
     }
 }
 
@@ -287,7 +297,10 @@ mod tests {
             );
             let mut again = attempt(true);
             again.token_refreshed = true;
-            assert_eq!(done(decide(&again, &api(code), 3)).outcome.status, DeliveryStatus::Failed);
+            assert_eq!(
+                done(decide(&again, &api(code), 3)).outcome.status,
+                DeliveryStatus::Failed
+            );
         }
     }
 
@@ -301,7 +314,10 @@ mod tests {
             assert_eq!(decide(&attempt(true), &e, 3), Next::RetryAfterBackoff);
             let mut last = attempt(true);
             last.attempts = 3;
-            assert_eq!(done(decide(&last, &e, 3)).outcome.status, DeliveryStatus::Failed);
+            assert_eq!(
+                done(decide(&last, &e, 3)).outcome.status,
+                DeliveryStatus::Failed
+            );
         }
     }
 
@@ -393,4 +409,3 @@ mod tests {
         );
     }
 }
-

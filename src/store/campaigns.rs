@@ -374,4 +374,3 @@ pub async fn pause_for_quota(
     .await?;
     Ok(())
 }
-

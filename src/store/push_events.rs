@@ -15,7 +15,11 @@ pub struct PushKey<'a> {
 }
 
 /// Applies `change` unless this event was applied before. True when applied now.
-pub async fn apply_once(pool: &PgPool, key: PushKey<'_>, change: &PushedChange) -> sqlx::Result<bool> {
+pub async fn apply_once(
+    pool: &PgPool,
+    key: PushKey<'_>,
+    change: &PushedChange,
+) -> sqlx::Result<bool> {
     let first_time = sqlx::query!(
         r#"
         insert into push_events_seen (appid, openid, create_time, event) values ($1, $2, $3, $4)

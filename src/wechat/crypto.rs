@@ -249,7 +249,7 @@ mod tests {
 <debug_str><![CDATA[hello world]]></debug_str>\n\
 </xml>";
 
-    // Subscribe-event vector (WECHAT.md), computed independently with Python.
+    // Subscribe-event vector (`docs/wechat.md`), computed independently with Python.
     const SUB_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
     const SUB_APPID: &str = "wxb11529c136998cb6";
     const SUB_RANDOM: [u8; 16] = *b"aaaabbbbccccdddd";

@@ -90,11 +90,7 @@ impl TokenManager {
         self.refresh(app, Some(rejected)).await
     }
 
-    async fn refresh(
-        &self,
-        app: &App,
-        rejected: Option<&str>,
-    ) -> Result<SecretString, TokenError> {
+    async fn refresh(&self, app: &App, rejected: Option<&str>) -> Result<SecretString, TokenError> {
         let lock = {
             let mut locks = self.refresh_locks.lock().expect("refresh locks");
             locks.entry(app.appid.clone()).or_default().clone()

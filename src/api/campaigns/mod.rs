@@ -3,8 +3,7 @@
 mod views;
 
 pub use views::{
-    AudienceView, CampaignList, CampaignView, DeliveryPage, DeliveryView, ErrCode, RunList,
-    RunView,
+    AudienceView, CampaignList, CampaignView, DeliveryPage, DeliveryView, ErrCode, RunList, RunView,
 };
 
 use actix_web::{web, HttpResponse};
@@ -12,7 +11,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{auth::Admin, AppState};
+use crate::api::{auth::Admin, state::AppState};
 use crate::domain::campaign::{CampaignRequest, CampaignSpec};
 use crate::domain::delivery::ShownDeliveryStatus;
 use crate::error::{ApiError, ErrorBody};

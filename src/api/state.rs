@@ -1,0 +1,22 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::domain::session::SessionSigner;
+use crate::wechat::{client::WeChatClient, token::TokenManager};
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub signer: SessionSigner,
+    pub wechat: WeChatClient,
+    pub tokens: TokenManager,
+    pub credit_writer: crate::store::batcher::CreditWriter,
+    /// Logins per client address: each one costs a jscode2session call to WeChat.
+    pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+}
