@@ -15,6 +15,9 @@ pub enum ApiError {
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 405, with the methods the path does serve in `Allow`.
+    #[error("this path serves {allow} only")]
+    MethodNotAllowed { allow: &'static str },
     #[error("{message}")]
     PayloadTooLarge { message: String },
     #[error("{message}")]
@@ -27,7 +30,7 @@ pub enum ApiError {
     Unavailable { message: String },
     /// Anything unexpected; the cause is logged, never shown.
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 /// Every non-2xx answer.
@@ -84,6 +87,7 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::Invalid { code, .. }
             | Self::BadGateway { code, .. } => code,
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable { .. } => "not_ready",
@@ -92,8 +96,58 @@ impl ApiError {
     }
 }
 
+/// How long a client should wait before retrying when the database is unavailable: a
+/// Postgres restart or fail-over takes seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// Whether a database error means the database is not there right now (restarting,
+/// unreachable, out of connections) rather than a bug: the request can be retried as is.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception. 57P01-03: admin / crash shutdown, cannot
+            // connect now (starting up). 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+impl ApiError {
+    /// 503 with `Retry-After`: the database is restarting or unreachable.
+    pub fn database_down() -> Self {
+        Self::Unavailable {
+            message: "the database is unavailable; retry shortly".into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// Unexpected, unless a database outage is somewhere in its chain of causes.
+    fn from(e: anyhow::Error) -> Self {
+        let outage = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(database_unavailable)
+        });
+        if outage {
+            Self::database_down()
+        } else {
+            Self::Internal(e)
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if database_unavailable(&e) {
+            return Self::database_down();
+        }
         match &e {
             // Text Postgres cannot store (NUL in text, \u0000 in jsonb) that no check refused
             // before SQL: the request's fault, not the server's.
@@ -126,6 +180,7 @@ impl ResponseError for ApiError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -139,7 +194,20 @@ impl ResponseError for ApiError {
         if let Self::Internal(cause) = self {
             tracing::error!(error = ?cause, "request failed");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unavailable { .. } => {
+                response.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    RETRY_AFTER_SECS.to_string(),
+                ));
+            }
+            Self::MethodNotAllowed { allow } => {
+                response.insert_header((actix_web::http::header::ALLOW, *allow));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
         })

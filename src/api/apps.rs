@@ -56,7 +56,7 @@ pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
 }
 
 /// Registers or updates a mini-program (fields left out keep their value).
-#[utoipa::path(put, path = "/v1/apps/{appid}", tag = "admin", security(("admin" = [])),
+#[utoipa::path(put, path = "/v1/apps/{appid}", operation_id = "registerApp", tag = "admin", security(("admin" = [])),
     request_body = PutApp,
     responses((status = 201, description = "created", body = AppView),
               (status = 200, description = "updated", body = AppView),
@@ -155,7 +155,7 @@ async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
 }
 
 /// `GET /v1/apps`: every registered app, as `GET /v1/apps/{appid}` shows it.
-#[utoipa::path(get, path = "/v1/apps", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/apps", operation_id = "listApps", tag = "admin", security(("admin" = [])),
     responses((status = 200, body = AppList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let items = store::apps::list(&state.pool).await?;
@@ -165,7 +165,7 @@ pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
 }
 
 /// An app, never with its secret, push token or AES key.
-#[utoipa::path(get, path = "/v1/apps/{appid}", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/apps/{appid}", operation_id = "getApp", tag = "admin", security(("admin" = [])),
     responses((status = 200, body = AppView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_app(
     _: Admin,
@@ -176,7 +176,7 @@ pub async fn get_app(
 }
 
 /// The app's credit pool.
-#[utoipa::path(get, path = "/v1/apps/{appid}/stats", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/apps/{appid}/stats", operation_id = "getPoolStats", tag = "admin", security(("admin" = [])),
     responses((status = 200, body = crate::store::credits::PoolStats), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stats(
     _: Admin,

@@ -142,11 +142,14 @@ async fn ingest(
 }
 
 fn storage_error(e: &sqlx::Error) -> ApiError {
+    if crate::error::database_unavailable(e) {
+        return ApiError::database_down();
+    }
     ApiError::Internal(anyhow::anyhow!("storing formIds: {e}"))
 }
 
 /// `POST /v1/apps/{appid}/formids` with a session token.
-#[utoipa::path(post, path = "/v1/apps/{appid}/formids", tag = "client", security(("session" = [])),
+#[utoipa::path(post, path = "/v1/apps/{appid}/formids", operation_id = "collectFormIds", tag = "client", security(("session" = [])),
     request_body = ClientBody,
     responses((status = 200, body = IngestAnswer), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody),
@@ -207,7 +210,7 @@ pub async fn collect(
 }
 
 /// `POST /v1/apps/{appid}/formids:import`, admin only; unknown openids become users.
-#[utoipa::path(post, path = "/v1/apps/{appid}/formids:import", tag = "admin", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/apps/{appid}/formids:import", operation_id = "importFormIds", tag = "admin", security(("admin" = [])),
     request_body = ImportBody,
     responses((status = 200, body = IngestAnswer), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::store;
 
 /// `GET /metrics`: Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pools = store::credits::pool_sizes(&state.pool).await?;
@@ -20,13 +20,13 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "checkLiveness", tag = "operations", responses((status = 200, body = Object)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers within a second.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "checkReadiness", tag = "operations",
     responses((status = 200, body = Object), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ping = store::ping(&state.pool);

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod auth;
 pub mod campaigns;
 pub mod console;
+pub mod docs;
 pub mod formids;
 pub mod health;
 pub mod openapi;

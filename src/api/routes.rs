@@ -1,53 +1,88 @@
-//! Every route, registered in one place.
+//! Every route, registered in one place. Each path is one resource: a method it does not
+//! serve gets `405` with `Allow`, a path that does not exist `404`.
 
-use actix_web::web;
-use utoipa_scalar::Servable;
+use actix_web::{web, Resource};
 
 use super::{
-    apps, campaigns, console, formids, health, openapi, sessions, subscriptions, wechat_push,
+    apps, campaigns, console, docs, formids, health, openapi, sessions, subscriptions, wechat_push,
 };
+use crate::error::ApiError;
+
+/// A resource whose other methods answer 405 naming `allow`.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::route().to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/openapi.json", web::get().to(openapi::openapi_json))
-        .service(utoipa_scalar::Scalar::with_url("/docs", {
-            use utoipa::OpenApi;
-            openapi::ApiDoc::openapi()
-        }))
-        .route("/wechat/{appid}", web::get().to(wechat_push::verify_url))
-        .route("/wechat/{appid}", web::post().to(wechat_push::receive))
-        .route("/admin", web::get().to(console::page))
-        .route("/admin/", web::get().to(console::page))
-        .route("/admin/admin.js", web::get().to(console::script))
-        .route("/admin/admin.css", web::get().to(console::style))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs", "GET").route(web::get().to(docs::page)))
+        .service(resource("/docs/", "GET").route(web::get().to(docs::page)))
+        .service(resource("/docs/init.js", "GET").route(web::get().to(docs::init_script)))
+        .service(resource("/docs/swagger-ui-bundle.js", "GET").route(web::get().to(docs::bundle)))
+        .service(resource("/docs/swagger-ui.css", "GET").route(web::get().to(docs::style)))
+        .service(
+            resource("/wechat/{appid}", "GET, POST")
+                .route(web::get().to(wechat_push::verify_url))
+                .route(web::post().to(wechat_push::receive)),
+        )
+        .service(resource("/admin", "GET").route(web::get().to(console::page)))
+        .service(resource("/admin/", "GET").route(web::get().to(console::page)))
+        .service(resource("/admin/admin.js", "GET").route(web::get().to(console::script)))
+        .service(resource("/admin/admin.css", "GET").route(web::get().to(console::style)))
         .service(
             web::scope("/v1")
-                .route("/apps", web::get().to(apps::list_apps))
-                .route("/apps/{appid}", web::put().to(apps::put_app))
-                .route("/apps/{appid}", web::get().to(apps::get_app))
-                .route("/apps/{appid}/stats", web::get().to(apps::stats))
-                .route("/apps/{appid}/sessions", web::post().to(sessions::create))
-                .route("/apps/{appid}/formids", web::post().to(formids::collect))
-                .route(
-                    "/apps/{appid}/formids:import",
-                    web::post().to(formids::import),
+                .service(resource("/apps", "GET").route(web::get().to(apps::list_apps)))
+                .service(
+                    resource("/apps/{appid}", "GET, PUT")
+                        .route(web::put().to(apps::put_app))
+                        .route(web::get().to(apps::get_app)),
                 )
-                .route(
-                    "/apps/{appid}/subscriptions",
-                    web::post().to(subscriptions::record),
+                .service(resource("/apps/{appid}/stats", "GET").route(web::get().to(apps::stats)))
+                .service(
+                    resource("/apps/{appid}/sessions", "POST")
+                        .route(web::post().to(sessions::create)),
                 )
-                .route("/campaigns", web::post().to(campaigns::create))
-                .route("/campaigns", web::get().to(campaigns::list))
-                .route("/campaigns/{id}", web::get().to(campaigns::get))
-                .route("/campaigns/{id}/pause", web::post().to(campaigns::pause))
-                .route("/campaigns/{id}/resume", web::post().to(campaigns::resume))
-                .route("/campaigns/{id}/cancel", web::post().to(campaigns::cancel))
-                .route("/campaigns/{id}/runs", web::get().to(campaigns::runs))
-                .route(
-                    "/campaigns/{id}/deliveries",
-                    web::get().to(campaigns::deliveries),
+                .service(
+                    resource("/apps/{appid}/formids", "POST")
+                        .route(web::post().to(formids::collect)),
+                )
+                .service(
+                    resource("/apps/{appid}/formids:import", "POST")
+                        .route(web::post().to(formids::import)),
+                )
+                .service(
+                    resource("/apps/{appid}/subscriptions", "POST")
+                        .route(web::post().to(subscriptions::record)),
+                )
+                .service(
+                    resource("/campaigns", "GET, POST")
+                        .route(web::post().to(campaigns::create))
+                        .route(web::get().to(campaigns::list)),
+                )
+                .service(resource("/campaigns/{id}", "GET").route(web::get().to(campaigns::get)))
+                .service(
+                    resource("/campaigns/{id}/pause", "POST")
+                        .route(web::post().to(campaigns::pause)),
+                )
+                .service(
+                    resource("/campaigns/{id}/resume", "POST")
+                        .route(web::post().to(campaigns::resume)),
+                )
+                .service(
+                    resource("/campaigns/{id}/cancel", "POST")
+                        .route(web::post().to(campaigns::cancel)),
+                )
+                .service(
+                    resource("/campaigns/{id}/runs", "GET").route(web::get().to(campaigns::runs)),
+                )
+                .service(
+                    resource("/campaigns/{id}/deliveries", "GET")
+                        .route(web::get().to(campaigns::deliveries)),
                 ),
         );
 }

@@ -26,7 +26,7 @@ pub struct SessionView {
 }
 
 /// `wx.login` code → WeChat `jscode2session` → openid → our session token.
-#[utoipa::path(post, path = "/v1/apps/{appid}/sessions", tag = "client",
+#[utoipa::path(post, path = "/v1/apps/{appid}/sessions", operation_id = "createSession", tag = "client",
     request_body = LoginBody,
     responses((status = 200, body = SessionView),
               (status = 400, body = ErrorBody),

@@ -21,7 +21,7 @@ pub struct SubscriptionBody {
 }
 
 /// `POST /v1/apps/{appid}/subscriptions`: the client's `wx.requestSubscribeMessage` result.
-#[utoipa::path(post, path = "/v1/apps/{appid}/subscriptions", tag = "client", security(("session" = [])),
+#[utoipa::path(post, path = "/v1/apps/{appid}/subscriptions", operation_id = "reportSubscriptions", tag = "client", security(("session" = [])),
     request_body = SubscriptionBody,
     responses((status = 200, description = "`{\"granted\": n}`", body = Object),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

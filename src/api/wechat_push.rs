@@ -66,7 +66,7 @@ fn check_fresh(state: &AppState, timestamp: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /wechat/{appid}`: answer `echostr` when the signature is right.
-#[utoipa::path(get, path = "/wechat/{appid}", tag = "wechat", params(PushQuery),
+#[utoipa::path(get, path = "/wechat/{appid}", operation_id = "verifyPushUrl", tag = "wechat", params(PushQuery),
     responses((status = 200, description = "echostr as sent", body = String, content_type = "text/plain"),
               (status = 400, description = "a query parameter is missing", body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -88,7 +88,7 @@ pub async fn verify_url(
 }
 
 /// `POST /wechat/{appid}`: a pushed message (JSON or XML, plain or safe mode).
-#[utoipa::path(post, path = "/wechat/{appid}", tag = "wechat", params(PushQuery),
+#[utoipa::path(post, path = "/wechat/{appid}", operation_id = "receivePush", tag = "wechat", params(PushQuery),
     request_body(content = String, description = "WeChat's push, JSON or XML", content_type = "text/plain",
         example = json!("<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName><FromUserName><![CDATA[o7esq5OI1Ls4Ph_bMrV7ChnpEBtk]]></FromUserName><CreateTime>1620963428</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[hD-ixGOhYmUfjOnI8MCzQMPshzGVeux_2vBgHQQP7vs]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene></List></SubscribeMsgPopupEvent></xml>")),
     responses((status = 200, description = "`success`", body = String, content_type = "text/plain"),

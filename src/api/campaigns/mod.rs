@@ -37,7 +37,7 @@ async fn load(state: &AppState, raw_id: &str) -> Result<CampaignRow, ApiError> {
 }
 
 /// Creates a campaign; it runs when its schedule says.
-#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/campaigns", operation_id = "createCampaign", tag = "campaigns", security(("admin" = [])),
     request_body = CampaignRequest,
     responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, description = "unknown app", body = ErrorBody),
@@ -68,7 +68,7 @@ pub struct ListQuery {
 }
 
 /// Campaigns, newest first.
-#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns", operation_id = "listCampaigns", tag = "campaigns", security(("admin" = [])),
     params(ListQuery),
     responses((status = 200, body = CampaignList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -98,7 +98,7 @@ pub async fn list(
 }
 
 /// A campaign with its totals over all runs.
-#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getCampaign", tag = "campaigns", security(("admin" = [])),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     _: Admin,
@@ -129,7 +129,7 @@ async fn apply(
 }
 
 /// Pauses a scheduled or running campaign.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", operation_id = "pauseCampaign", tag = "campaigns", security(("admin" = [])),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn pause(
@@ -141,7 +141,7 @@ pub async fn pause(
 }
 
 /// Resumes a paused campaign.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", operation_id = "resumeCampaign", tag = "campaigns", security(("admin" = [])),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn resume(
@@ -153,7 +153,7 @@ pub async fn resume(
 }
 
 /// Cancels a campaign that has not ended.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", operation_id = "cancelCampaign", tag = "campaigns", security(("admin" = [])),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn cancel(
@@ -165,7 +165,7 @@ pub async fn cancel(
 }
 
 /// The campaign's runs (one per firing), newest first, with totals.
-#[utoipa::path(get, path = "/v1/campaigns/{id}/runs", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}/runs", operation_id = "listCampaignRuns", tag = "campaigns", security(("admin" = [])),
     responses((status = 200, body = RunList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
     _: Admin,
@@ -192,7 +192,7 @@ pub struct DeliveriesQuery {
 }
 
 /// The campaign's deliveries, one page at a time.
-#[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", operation_id = "listCampaignDeliveries", tag = "campaigns", security(("admin" = [])),
     params(DeliveriesQuery),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
