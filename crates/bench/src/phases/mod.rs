@@ -1,0 +1,10 @@
+//! The measured phases, one module each, named as `--phases` names them (`baseline` is
+//! phase `pgbench`); `served` runs the three that need the service and adds the memory row.
+
+pub mod baseline;
+pub mod campaign;
+pub mod claim;
+pub mod import;
+pub mod ingest;
+pub mod served;
+pub mod soak;
