@@ -42,6 +42,9 @@ pub struct Settings {
     pub send_lease: Duration,
     /// Logins (`POST /v1/apps/{appid}/sessions`) allowed per client address per minute.
     pub session_rate_per_min: u32,
+    /// Where `/metrics` is served instead of `bind` (so it need not be public); `None`:
+    /// on `bind` with the API.
+    pub metrics_bind: Option<String>,
 }
 
 /// Whether this instance runs campaigns, and who drives its clock.
@@ -127,6 +130,7 @@ impl Settings {
             )?),
             app_lease: Duration::from_secs(parse_or(&get, "FORMPUSH_APP_LEASE_SECS", 15)?.max(1)),
             session_rate_per_min: parse_or(&get, "FORMPUSH_SESSION_RATE_PER_MIN", 60)?.max(1),
+            metrics_bind: get("FORMPUSH_METRICS_BIND"),
             send_lease: Duration::from_secs(
                 parse_or(&get, "FORMPUSH_SEND_LEASE_SECS", 120)?.max(1),
             ),

@@ -252,3 +252,57 @@ pub fn path_config() -> actix_web::web::PathConfig {
 
 /// Request bodies larger than this are refused with 413 (1 MiB, `docs/api.md`).
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn answer(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = e.error_response();
+        let retry_after = response
+            .headers()
+            .get(actix_web::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = response.status();
+        let body = response.into_body().try_into_bytes().unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn a_database_that_is_down_is_503_with_retry_after() {
+        let refused = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))
+        };
+        for e in [
+            ApiError::from(sqlx::Error::PoolTimedOut),
+            ApiError::from(refused()),
+            // As it arrives through a store function returning anyhow::Result.
+            ApiError::from(anyhow::Error::new(refused()).context("starting due runs")),
+        ] {
+            let (status, retry_after, body) = answer(e);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry_after.as_deref(), Some("2"));
+            assert_eq!(body["error"], "not_ready");
+        }
+    }
+
+    #[test]
+    fn other_failures_stay_internal_and_say_nothing_of_their_cause() {
+        let (status, retry_after, body) = answer(ApiError::from(sqlx::Error::RowNotFound));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"], "internal");
+        assert_eq!(body["message"], "internal error");
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let response = ApiError::MethodNotAllowed { allow: "GET, PUT" }.error_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers().get("allow").unwrap(), "GET, PUT");
+    }
+}

@@ -1,75 +1,145 @@
 //! Prometheus metrics, one registry per process. Counters are bumped where things happen;
-//! pool sizes and active runs are read from the database (by the `/metrics` handler) when
-//! scraped.
+//! figures the database knows (pool sizes, pending deliveries, active runs) are read by the
+//! `/metrics` handler at scrape time and set here. Every series of a registered app exists
+//! from the first scrape, at zero, so rates and alerts have something to work on at start.
 
 use std::sync::LazyLock;
 
-use crate::store::credits::PoolSize;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use crate::store::credits::PoolSize;
+
+/// The WeChat APIs whose latency is observed (the `api` label).
+pub const WECHAT_APIS: [&str; 5] = [
+    "token",
+    "stable_token",
+    "jscode2session",
+    "template",
+    "subscribe",
+];
+/// Why a posted formId was not stored (the `reason` label).
+pub const REJECT_REASONS: [&str; 4] = ["malformed", "mock", "expired", "duplicate"];
+/// Campaign kinds (the `kind` label).
+pub const KINDS: [&str; 2] = ["template", "subscribe"];
+/// Final delivery outcomes (the `outcome` label).
+pub const OUTCOMES: [&str; 4] = ["sent", "failed", "no_formid", "no_quota"];
+
 pub struct Metrics {
     registry: Registry,
     pub formids_ingested: IntCounterVec,
     pub formids_rejected: IntCounterVec,
+    /// Deliveries finished, by outcome.
     pub sends: IntCounterVec,
+    /// Failed deliveries, by errcode (a series appears with its first errcode).
+    pub send_errors: IntCounterVec,
     pub wechat_latency: HistogramVec,
     pub token_refreshes: IntCounterVec,
     pub scheduler_lag: Histogram,
-    valid_formids: IntGaugeVec,
+    usable_formids: IntGaugeVec,
+    formids_expiring: IntGaugeVec,
     subscription_grants: IntGaugeVec,
+    pending_deliveries: IntGaugeVec,
     active_runs: IntGauge,
+    db_connections: IntGaugeVec,
+    db_connections_max: IntGauge,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// What the database and the connection pool say at scrape time.
+pub struct Snapshot {
+    /// One entry per registered app.
+    pub pools: Vec<PoolSize>,
+    /// Pending deliveries per app (apps without any are absent).
+    pub pending_deliveries: Vec<(String, i64)>,
+    pub active_runs: i64,
+    pub db: DbPool,
+}
+
+/// The connection pool's state.
+pub struct DbPool {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
-    let wechat_latency = HistogramVec::new(
-        HistogramOpts::new(
-            "formpush_wechat_request_seconds",
-            "Latency of WeChat API calls",
+    // Resident memory, open descriptors, CPU seconds, start time (Linux only).
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
+    let wechat_latency = register(
+        &registry,
+        HistogramVec::new(
+            HistogramOpts::new(
+                "formpush_wechat_request_seconds",
+                "Latency of WeChat API calls",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["api"],
         )
-        .buckets(vec![
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]),
-        &["api"],
-    )
-    .expect("valid metric");
-    registry
-        .register(Box::new(wechat_latency.clone()))
-        .expect("unique metric");
-    let scheduler_lag = Histogram::with_opts(
-        HistogramOpts::new(
-            "formpush_scheduler_lag_seconds",
-            "Delay from a run's due time to its start",
+        .expect("valid metric"),
+    );
+    for api in WECHAT_APIS {
+        wechat_latency.with_label_values(&[api]);
+    }
+    let scheduler_lag = register(
+        &registry,
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "formpush_scheduler_lag_seconds",
+                "Delay from a run's due time to its start",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0]),
         )
-        .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0]),
-    )
-    .expect("valid metric");
-    registry
-        .register(Box::new(scheduler_lag.clone()))
-        .expect("unique metric");
-    let active_runs = IntGauge::new("formpush_active_runs", "Runs being sent").expect("valid");
-    registry
-        .register(Box::new(active_runs.clone()))
-        .expect("unique metric");
+        .expect("valid metric"),
+    );
+    let active_runs = register(
+        &registry,
+        IntGauge::new("formpush_active_runs", "Runs being sent").expect("valid metric"),
+    );
+    let db_connections = gauge(
+        &registry,
+        "formpush_db_connections",
+        "Database connections of this instance's pool, by state (idle, in_use)",
+        &["state"],
+    );
+    let db_connections_max = register(
+        &registry,
+        IntGauge::new(
+            "formpush_db_connections_max",
+            "Most connections this instance's pool opens (FORMPUSH_DB_MAX_CONNECTIONS)",
+        )
+        .expect("valid metric"),
+    );
     Metrics {
         formids_ingested: counter(
             &registry,
@@ -80,14 +150,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         formids_rejected: counter(
             &registry,
             "formpush_formids_rejected_total",
-            "formIds refused, by reason (malformed, mock, expired, duplicate)",
+            "formIds not stored, by reason (malformed, mock, expired, duplicate)",
             &["appid", "reason"],
         ),
         sends: counter(
             &registry,
             "formpush_sends_total",
-            "Deliveries finished, by kind, outcome and errcode",
-            &["appid", "kind", "outcome", "errcode"],
+            "Deliveries finished, by kind and outcome (sent, failed, no_formid, no_quota)",
+            &["appid", "kind", "outcome"],
+        ),
+        send_errors: counter(
+            &registry,
+            "formpush_send_errors_total",
+            "Failed deliveries, by kind and errcode (WeChat's number or a word such as timeout)",
+            &["appid", "kind", "errcode"],
         ),
         token_refreshes: counter(
             &registry,
@@ -95,10 +171,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "access_token calls to WeChat",
             &["appid"],
         ),
-        valid_formids: gauge(
+        usable_formids: gauge(
             &registry,
             "formpush_valid_formids",
             "Usable formIds in the pool",
+            &["appid"],
+        ),
+        formids_expiring: gauge(
+            &registry,
+            "formpush_formids_expiring_24h",
+            "Usable formIds that expire within 24 hours",
             &["appid"],
         ),
         subscription_grants: gauge(
@@ -107,9 +189,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Unspent subscription grants",
             &["appid"],
         ),
+        pending_deliveries: gauge(
+            &registry,
+            "formpush_deliveries_pending",
+            "Deliveries of running campaigns waiting to be sent",
+            &["appid"],
+        ),
         wechat_latency,
         scheduler_lag,
         active_runs,
+        db_connections,
+        db_connections_max,
         registry,
     }
 });
@@ -118,19 +208,53 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// The text exposition, with the gauges the database knows (read by the caller at scrape
-/// time) set first.
-pub fn render(pools: &[PoolSize], active_runs: i64) -> anyhow::Result<String> {
+impl Metrics {
+    /// Creates every series an app has, at zero, without touching existing values.
+    fn zero_app(&self, appid: &str) {
+        self.formids_ingested.with_label_values(&[appid]);
+        self.token_refreshes.with_label_values(&[appid]);
+        for reason in REJECT_REASONS {
+            self.formids_rejected.with_label_values(&[appid, reason]);
+        }
+        for kind in KINDS {
+            for outcome in OUTCOMES {
+                self.sends.with_label_values(&[appid, kind, outcome]);
+            }
+        }
+    }
+}
+
+/// The text exposition, with the scrape-time figures set first.
+pub fn render(snapshot: &Snapshot) -> anyhow::Result<String> {
     let m = metrics();
-    for p in pools {
-        m.valid_formids
+    for p in &snapshot.pools {
+        m.zero_app(&p.appid);
+        m.usable_formids
             .with_label_values(&[&p.appid])
             .set(p.usable_formids);
+        m.formids_expiring
+            .with_label_values(&[&p.appid])
+            .set(p.expiring_within_24h);
         m.subscription_grants
             .with_label_values(&[&p.appid])
             .set(p.grants);
+        let pending = snapshot
+            .pending_deliveries
+            .iter()
+            .find(|(appid, _)| appid == &p.appid)
+            .map_or(0, |(_, n)| *n);
+        m.pending_deliveries
+            .with_label_values(&[&p.appid])
+            .set(pending);
     }
-    m.active_runs.set(active_runs);
+    m.active_runs.set(snapshot.active_runs);
+    let db = &snapshot.db;
+    let idle = i64::from(db.idle);
+    m.db_connections.with_label_values(&["idle"]).set(idle);
+    m.db_connections
+        .with_label_values(&["in_use"])
+        .set(i64::from(db.open) - idle);
+    m.db_connections_max.set(i64::from(db.max));
     let mut out = Vec::new();
     TextEncoder::new().encode(&m.registry.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)

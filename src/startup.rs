@@ -30,6 +30,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on its own address, when `FORMPUSH_METRICS_BIND` asks for it.
+    metrics_server: Option<(Server, u16)>,
     scheduler: Option<Scheduler>,
     /// The clock driving `scheduler` (absent when it is off or stepped by hand).
     jobs: Option<tokio_cron_scheduler::JobScheduler>,
@@ -108,6 +110,34 @@ impl Application {
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
+        let metrics_apart = settings.metrics_bind.is_some();
+        let metrics_server = match &settings.metrics_bind {
+            None => None,
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .with_context(|| format!("binding FORMPUSH_METRICS_BIND {bind}"))?;
+                let metrics_port = listener.local_addr()?.port();
+                let data = data.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .configure(api::metrics_route)
+                        .default_service(web::to(|| async {
+                            Err::<actix_web::HttpResponse, _>(ApiError::not_found(
+                                "not_found",
+                                "this address serves /metrics only",
+                            ))
+                        }))
+                })
+                .workers(1)
+                .listen(listener)?
+                .disable_signals()
+                .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+                .run();
+                tracing::info!(port = metrics_port, "metrics listening");
+                Some((server, metrics_port))
+            }
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
@@ -117,6 +147,11 @@ impl Application {
                 .app_data(error::query_config())
                 .app_data(error::path_config())
                 .configure(api::routes)
+                .configure(|cfg| {
+                    if !metrics_apart {
+                        api::metrics_route(cfg)
+                    }
+                })
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::not_found(
                         "not_found",
@@ -147,6 +182,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics_server,
             scheduler,
             jobs,
             shutdown,
@@ -156,6 +192,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `/metrics` when it has its own address (`FORMPUSH_METRICS_BIND`).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     /// The scheduler, to step it by hand (`FORMPUSH_SCHEDULER=manual`); `None` when off.
@@ -175,6 +216,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         self.shutdown.cancelled().await;
         tracing::info!("shutting down");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -198,6 +243,10 @@ impl Application {
         let stop_http = async {
             handle.stop(true).await;
             let _ = server.await;
+            if let Some((handle, server)) = metrics {
+                handle.stop(true).await;
+                let _ = server.await;
+            }
         };
         if tokio::time::timeout_at(deadline, stop_http).await.is_err() {
             tracing::warn!("requests still in flight at the deadline were cut off");

@@ -5,15 +5,24 @@ use serde_json::json;
 
 use super::state::AppState;
 use crate::error::ApiError;
+use crate::metrics::{DbPool, Snapshot};
 use crate::store;
 
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let pools = store::credits::pool_sizes(&state.pool).await?;
-    let active_runs = store::runs::count_active_runs(&state.pool).await?;
-    let body = crate::metrics::render(&pools, active_runs)?;
+    let snapshot = Snapshot {
+        pools: store::credits::pool_sizes(&state.pool).await?,
+        pending_deliveries: store::runs::pending_deliveries(&state.pool).await?,
+        active_runs: store::runs::count_active_runs(&state.pool).await?,
+        db: DbPool {
+            open: state.pool.size(),
+            idle: state.pool.num_idle() as u32,
+            max: state.settings.db_max_connections,
+        },
+    };
+    let body = crate::metrics::render(&snapshot)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body))

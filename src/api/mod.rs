@@ -15,5 +15,5 @@ mod state;
 pub mod subscriptions;
 pub mod wechat_push;
 
-pub use routes::routes;
+pub use routes::{metrics_route, routes};
 pub use state::AppState;

@@ -15,10 +15,15 @@ fn resource(path: &str, allow: &'static str) -> Resource {
     }))
 }
 
+/// `/metrics`, on the API's address or on its own (`FORMPUSH_METRICS_BIND`).
+pub fn metrics_route(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics", "GET").route(web::get().to(health::metrics)));
+}
+
+/// Everything but `/metrics`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
         .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
         .service(resource("/docs", "GET").route(web::get().to(docs::page)))
         .service(resource("/docs/", "GET").route(web::get().to(docs::page)))

@@ -231,17 +231,18 @@ impl Pipeline {
         let mut effects = CreditEffects::default();
         let mut stop = None;
         let mut outcomes = Vec::with_capacity(results.len());
-        let sends = &crate::metrics::metrics().sends;
+        let metrics = crate::metrics::metrics();
+        let (sends, send_errors) = (&metrics.sends, &metrics.send_errors);
         for r in results {
             if r.outcome.status != DeliveryStatus::Pending {
-                sends
-                    .with_label_values(&[
-                        &app.appid,
-                        run.kind.as_str(),
-                        r.outcome.status.as_str(),
-                        r.outcome.errcode.as_deref().unwrap_or("0"),
-                    ])
-                    .inc();
+                let (kind, outcome) = (run.kind.as_str(), r.outcome.status.as_str());
+                sends.with_label_values(&[&app.appid, kind, outcome]).inc();
+                if r.outcome.status == DeliveryStatus::Failed {
+                    let errcode = r.outcome.errcode.as_deref().unwrap_or("unknown");
+                    send_errors
+                        .with_label_values(&[&app.appid, kind, errcode])
+                        .inc();
+                }
             }
             match r.effect {
                 Effect::None => {}

@@ -112,6 +112,8 @@ pub async fn revoke_subscriptions(
 pub struct PoolSize {
     pub appid: String,
     pub usable_formids: i64,
+    /// Usable formIds that expire within the next 24 hours: spend them or lose them.
+    pub expiring_within_24h: i64,
     pub grants: i64,
 }
 
@@ -121,9 +123,12 @@ pub async fn pool_sizes(pool: &PgPool) -> sqlx::Result<Vec<PoolSize>> {
         PoolSize,
         r#"
         select a.appid as "appid!", coalesce(v.valid, 0) as "usable_formids!",
+               coalesce(v.expiring, 0) as "expiring_within_24h!",
                coalesce(g.grants, 0)::bigint as "grants!"
         from apps a
-        left join (select u.appid, count(*) as valid
+        left join (select u.appid, count(*) as valid,
+                          count(*) filter (where f.expires_at <= now() + interval '24 hours')
+                              as expiring
                    from formids f join users u on u.id = f.user_id
                    where f.uses_left > 0 and not f.invalid and f.expires_at > now()
                    group by u.appid) v on v.appid = a.appid

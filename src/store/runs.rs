@@ -244,3 +244,18 @@ pub async fn count_active_runs(pool: &PgPool) -> sqlx::Result<i64> {
         .fetch_one(pool)
         .await
 }
+
+/// Deliveries waiting to be claimed, per app (apps with none are absent).
+pub async fn pending_deliveries(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        select r.appid, count(*) as "pending!"
+        from deliveries d join campaign_runs r on r.id = d.run_id
+        where d.status = 'pending' and r.status = 'running'
+        group by r.appid
+        "#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.appid, r.pending)).collect())
+}
