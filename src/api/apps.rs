@@ -9,7 +9,7 @@ use crate::store::{self, apps::AppUpsert};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutApp {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000]*$")]
     secret: String,
     /// the push token, as in the WeChat console
     #[serde(default)]
@@ -17,14 +17,15 @@ pub struct PutApp {
     token: Option<String>,
     /// the 43-character EncodingAESKey from the WeChat console
     #[serde(default)]
-    #[schema(min_length = 43, max_length = 43)]
+    #[schema(pattern = "^[A-Za-z0-9+/]{43}$")]
     encoding_aes_key: Option<String>,
-    #[serde(default)]
+    /// messages per second this app may send (WeChat's limit is the account's)
+    #[serde(default, deserialize_with = "super::json::optional_whole_i32")]
     #[schema(minimum = 1, maximum = 100_000)]
     send_rate_per_sec: Option<i32>,
     /// stable (default) or classic
     #[serde(default)]
-    #[schema(pattern = "^(stable|classic)$")]
+    #[schema(value_type = Option<TokenApi>)]
     token_api: Option<String>,
 }
 
@@ -57,6 +58,7 @@ pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
 
 /// Registers or updates a mini-program (fields left out keep their value).
 #[utoipa::path(put, path = "/v1/apps/{appid}", operation_id = "registerApp", tag = "admin", security(("admin" = [])),
+    params(("appid" = String, Path, description = "the mini-program's AppID", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = PutApp,
     responses((status = 201, description = "created", body = AppView),
               (status = 200, description = "updated", body = AppView),
@@ -71,7 +73,7 @@ pub async fn put_app(
     let appid = appid.into_inner();
     validate_appid(&appid)?;
     let body = body.into_inner();
-    if body.secret.is_empty() || body.secret.len() > 128 || body.secret.contains('\0') {
+    if body.secret.is_empty() || body.secret.chars().count() > 128 || body.secret.contains('\0') {
         return Err(ApiError::invalid(
             "invalid_secret",
             "secret must be 1 to 128 characters, none of them NUL",

@@ -35,15 +35,40 @@ pub struct ImportBody {
     items: Vec<ImportItem>,
 }
 
+/// One imported credit and its owner: a formId or a prepay_id, never both.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ImportItem {
+    FormId(ImportedFormId),
+    PrepayId(ImportedPrepayId),
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ImportItem {
-    #[schema(min_length = 1, max_length = 128)]
+pub struct ImportedFormId {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000]*$")]
     openid: String,
-    #[serde(default)]
-    form_id: Option<String>,
-    #[serde(default)]
-    prepay_id: Option<String>,
+    /// Android's 13-digit timestamp or iOS's 32 characters; anything else is stored as
+    /// nothing and listed in `rejected`
+    form_id: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedPrepayId {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000]*$")]
+    openid: String,
+    /// a payment's prepay_id: three sends
+    prepay_id: String,
+}
+
+impl ImportItem {
+    fn openid(&self) -> &str {
+        match self {
+            Self::FormId(i) => &i.openid,
+            Self::PrepayId(i) => &i.openid,
+        }
+    }
 }
 
 #[derive(Serialize, Debug, PartialEq, Eq, utoipa::ToSchema)]
@@ -232,23 +257,18 @@ pub async fn import(
         });
     }
     for (i, item) in items.iter().enumerate() {
-        if item.openid.is_empty() || item.openid.len() > 128 || item.openid.contains('\0') {
+        let openid = item.openid();
+        if openid.is_empty() || openid.len() > 128 || openid.contains('\0') {
             return Err(ApiError::invalid(
                 "invalid_openid",
                 format!("items[{i}].openid must be 1 to 128 characters, none of them NUL"),
-            ));
-        }
-        if item.form_id.is_some() == item.prepay_id.is_some() {
-            return Err(ApiError::invalid(
-                "invalid_item",
-                format!("items[{i}] must have exactly one of form_id or prepay_id"),
             ));
         }
     }
     if !store::apps::exists(&state.pool, &appid).await? {
         return Err(ApiError::unknown_app(&appid));
     }
-    let mut openids: Vec<String> = items.iter().map(|i| i.openid.clone()).collect();
+    let mut openids: Vec<String> = items.iter().map(|i| i.openid().to_string()).collect();
     openids.sort_unstable();
     openids.dedup();
     let ids: std::collections::HashMap<String, i64> =
@@ -259,12 +279,11 @@ pub async fn import(
     let mut posted = Vec::with_capacity(items.len());
     for item in items {
         let user_id = *ids
-            .get(&item.openid)
-            .ok_or_else(|| anyhow::anyhow!("user {} vanished during import", item.openid))?;
-        let (raw, prepay) = match (item.form_id, item.prepay_id) {
-            (Some(f), _) => (f, false),
-            (None, Some(p)) => (p, true),
-            (None, None) => unreachable!("checked above"),
+            .get(item.openid())
+            .ok_or_else(|| anyhow::anyhow!("user {} vanished during import", item.openid()))?;
+        let (raw, prepay) = match item {
+            ImportItem::FormId(i) => (i.form_id, false),
+            ImportItem::PrepayId(i) => (i.prepay_id, true),
         };
         posted.push(Posted {
             user_id,

@@ -8,6 +8,7 @@ pub mod console;
 pub mod docs;
 pub mod formids;
 pub mod health;
+mod json;
 pub mod openapi;
 mod routes;
 pub mod sessions;

@@ -64,6 +64,7 @@ pub struct ListQuery {
     /// only this app's campaigns
     appid: Option<String>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -186,8 +187,10 @@ pub struct DeliveriesQuery {
     #[param(value_type = Option<ShownDeliveryStatus>)]
     status: Option<String>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// the `next` cursor of the previous page
+    #[param(pattern = "^[0-9]*$")]
     after: Option<String>,
 }
 

@@ -28,9 +28,16 @@ const MAX_PAGE: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Audience {
+    /// every user of the app when a run starts
     All,
-    Openids { openids: Vec<String> },
-    Users { users: Vec<AudienceUser> },
+    Openids {
+        #[schema(min_items = 1, max_items = 100_000)]
+        openids: Vec<String>,
+    },
+    Users {
+        #[schema(min_items = 1, max_items = 100_000)]
+        users: Vec<AudienceUser>,
+    },
 }
 
 impl Audience {
@@ -45,6 +52,7 @@ impl Audience {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AudienceUser {
+    #[schema(min_length = 1, max_length = 128)]
     pub openid: String,
     /// values of this user's `{{placeholders}}`
     #[serde(default)]
@@ -84,9 +92,11 @@ pub struct CampaignRequest {
     pub emphasis_keyword: Option<String>,
     /// subscribe campaigns only: developer, trial or formal
     #[serde(default)]
+    #[schema(pattern = "^(developer|trial|formal)$")]
     pub miniprogram_state: Option<String>,
     /// subscribe campaigns only: zh_CN, en_US, zh_HK or zh_TW
     #[serde(default)]
+    #[schema(pattern = "^(zh_CN|en_US|zh_HK|zh_TW)$")]
     pub lang: Option<String>,
     /// template campaigns only: freshest (default) or expiring_first
     #[serde(default)]

@@ -27,6 +27,8 @@ pub enum ScheduleSpec {
         timezone: Option<String>,
     },
     Cron {
+        /// six fields, seconds first: `0 30 9 * * MON-FRI`
+        #[schema(pattern = "^\\s*\\S+(\\s+\\S+){5}\\s*$", example = "0 30 9 * * *")]
         cron: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,

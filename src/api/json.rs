@@ -1,0 +1,44 @@
+//! Reading JSON the way its schema describes it. JSON Schema's `integer` is any number
+//! with no fractional part, so `200.0` is an integer there; serde's integers refuse it.
+
+use serde::{Deserialize, Deserializer};
+
+/// An optional whole number that may be written as `12` or `12.0`.
+pub fn optional_whole_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n
+        .as_i64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+        .and_then(|i| i32::try_from(i).ok());
+    whole
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::optional_whole_i32")]
+        n: Option<i32>,
+    }
+
+    fn parse(text: &str) -> Result<Option<i32>, serde_json::Error> {
+        serde_json::from_str::<Body>(text).map(|b| b.n)
+    }
+
+    #[test]
+    fn whole_numbers_parse_however_they_are_written() {
+        assert_eq!(parse(r#"{"n": 12559}"#).unwrap(), Some(12559));
+        assert_eq!(parse(r#"{"n": 12559.0}"#).unwrap(), Some(12559));
+        assert_eq!(parse(r#"{"n": null}"#).unwrap(), None);
+        assert_eq!(parse("{}").unwrap(), None);
+        assert!(parse(r#"{"n": 1.5}"#).is_err());
+        assert!(parse(r#"{"n": 1e12}"#).is_err());
+        assert!(parse(r#"{"n": "7"}"#).is_err());
+    }
+}
