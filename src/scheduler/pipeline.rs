@@ -308,7 +308,14 @@ impl Pipeline {
                     // No token: judge it like a send failure, minus the formId effects.
                     attempt.attempts += 1;
                     match decide(&attempt, &Err(e), MAX_SEND_ATTEMPTS) {
-                        Next::RetryAfterBackoff | Next::RefreshTokenAndRetry => {
+                        Next::RetryAfterBackoff => {
+                            self.backoff(attempt.attempts).await;
+                            continue;
+                        }
+                        // The token call itself was refused as a stale credential: one
+                        // more try, then it is final (it must not loop while the lease lasts).
+                        Next::RefreshTokenAndRetry => {
+                            attempt.token_refreshed = true;
                             self.backoff(attempt.attempts).await;
                             continue;
                         }

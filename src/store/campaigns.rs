@@ -267,11 +267,13 @@ pub async fn transition(
             .await?;
         }
         (Transition::Resume, Paused) => {
-            // Cron firings missed while paused are skipped, not replayed.
+            // Cron firings missed while paused are skipped, not replayed; a one-off
+            // (now / at) that fell due while paused runs at once.
             let next_run_at = match current.next_run_at {
-                Some(at) if at < now => stored_schedule(&current)
-                    .ok()
-                    .and_then(|s| s.next_after(now)),
+                Some(at) if at < now => match stored_schedule(&current) {
+                    Ok(schedule) if schedule.is_recurring() => schedule.next_after(now),
+                    _ => Some(at),
+                },
                 other => other,
             };
             sqlx::query!(
