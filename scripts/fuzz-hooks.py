@@ -35,7 +35,11 @@ def before_call(context, case, kwargs):
         nonce = query["nonce"] = "fuzz"
     if case.operation.method.upper() == "POST" and "encrypt_type" in query:
         query["encrypt_type"] = "aes"
-        encrypt = case.body if isinstance(case.body, str) else ""
+        # The body is described as raw bytes: schemathesis may hand it over as bytes.
+        body = case.body
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        encrypt = body if isinstance(body, str) else ""
         case.body = json.dumps({"ToUserName": "gh_fuzz", "Encrypt": encrypt})
         query["msg_signature"] = signature(PUSH_TOKEN, timestamp, nonce, encrypt)
     else:

@@ -1,8 +1,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{auth, state::AppState};
 use crate::domain::subscription;
@@ -20,10 +19,17 @@ pub struct SubscriptionBody {
     results: BTreeMap<String, serde_json::Value>,
 }
 
+/// What a report of subscribe results added.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Granted {
+    /// templates accepted: one more send each
+    granted: usize,
+}
+
 /// `POST /v1/apps/{appid}/subscriptions`: the client's `wx.requestSubscribeMessage` result.
 #[utoipa::path(post, path = "/v1/apps/{appid}/subscriptions", operation_id = "reportSubscriptions", tag = "client", security(("session" = [])),
     request_body = SubscriptionBody,
-    responses((status = 200, description = "`{\"granted\": n}`", body = Object),
+    responses((status = 200, body = Granted),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn record(
@@ -65,5 +71,7 @@ pub async fn record(
     if !accepted.is_empty() {
         store::credits::grant_subscriptions(&state.pool, session.user_id, &accepted).await?;
     }
-    Ok(HttpResponse::Ok().json(json!({"granted": accepted.len()})))
+    Ok(HttpResponse::Ok().json(Granted {
+        granted: accepted.len(),
+    }))
 }

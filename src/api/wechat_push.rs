@@ -24,6 +24,11 @@ pub struct PushQuery {
     msg_signature: Option<String>,
 }
 
+/// A pushed message as WeChat sends it: raw bytes (JSON or XML, plain or safe mode).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct PushBody(pub Vec<u8>);
+
 fn forbidden(message: &str) -> ApiError {
     ApiError::Forbidden {
         code: "bad_signature",
@@ -89,7 +94,7 @@ pub async fn verify_url(
 
 /// `POST /wechat/{appid}`: a pushed message (JSON or XML, plain or safe mode).
 #[utoipa::path(post, path = "/wechat/{appid}", operation_id = "receivePush", tag = "wechat", params(PushQuery),
-    request_body(content = String, description = "WeChat's push, JSON or XML", content_type = "text/plain",
+    request_body(content = PushBody, description = "WeChat's push, JSON or XML, read as raw bytes whatever its Content-Type", content_type = "application/octet-stream",
         example = json!("<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName><FromUserName><![CDATA[o7esq5OI1Ls4Ph_bMrV7ChnpEBtk]]></FromUserName><CreateTime>1620963428</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[hD-ixGOhYmUfjOnI8MCzQMPshzGVeux_2vBgHQQP7vs]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene></List></SubscribeMsgPopupEvent></xml>")),
     responses((status = 200, description = "`success`", body = String, content_type = "text/plain"),
               (status = 400, description = "malformed push", body = crate::error::ErrorBody),

@@ -21,7 +21,7 @@ use crate::store::{deliveries, runs};
 /// One campaign with its totals.
 async fn render_one(state: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError> {
     let totals = store::totals(&state.pool, row.id).await?;
-    Ok(CampaignView::new(row, totals))
+    Ok(CampaignView::new(row, totals)?)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -94,12 +94,13 @@ pub async fn list(
             let row_totals = totals.remove(&row.id).unwrap_or_default();
             CampaignView::new(row, row_totals)
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     Ok(HttpResponse::Ok().json(CampaignList { items }))
 }
 
 /// A campaign with its totals over all runs.
 #[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getCampaign", tag = "campaigns", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "the campaign's id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     _: Admin,
@@ -131,6 +132,7 @@ async fn apply(
 
 /// Pauses a scheduled or running campaign.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/pause", operation_id = "pauseCampaign", tag = "campaigns", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "the campaign's id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn pause(
@@ -143,6 +145,7 @@ pub async fn pause(
 
 /// Resumes a paused campaign.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/resume", operation_id = "resumeCampaign", tag = "campaigns", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "the campaign's id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn resume(
@@ -155,6 +158,7 @@ pub async fn resume(
 
 /// Cancels a campaign that has not ended.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", operation_id = "cancelCampaign", tag = "campaigns", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "the campaign's id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn cancel(
@@ -167,6 +171,7 @@ pub async fn cancel(
 
 /// The campaign's runs (one per firing), newest first, with totals.
 #[utoipa::path(get, path = "/v1/campaigns/{id}/runs", operation_id = "listCampaignRuns", tag = "campaigns", security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "the campaign's id")),
     responses((status = 200, body = RunList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
     _: Admin,
@@ -196,7 +201,7 @@ pub struct DeliveriesQuery {
 
 /// The campaign's deliveries, one page at a time.
 #[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", operation_id = "listCampaignDeliveries", tag = "campaigns", security(("admin" = [])),
-    params(DeliveriesQuery),
+    params(("id" = Uuid, Path, description = "the campaign's id"), DeliveriesQuery),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deliveries(

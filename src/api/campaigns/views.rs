@@ -2,13 +2,15 @@
 //! OpenAPI description is generated from them, so the schema cannot drift from what is
 //! served.
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::campaign::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataEntry, FormidPick, PauseReason, RunStatus,
+    ScheduleSpec, Totals,
 };
 use crate::domain::delivery::ShownDeliveryStatus;
 use crate::store::campaigns::CampaignRow;
@@ -25,7 +27,7 @@ pub struct CampaignView {
     pub template_id: String,
     pub page: Option<String>,
     /// the `data` as created, placeholders unrendered
-    #[schema(value_type = Object)]
+    #[schema(value_type = HashMap<String, DataEntry>)]
     pub data: serde_json::Value,
     pub emphasis_keyword: Option<String>,
     pub miniprogram_state: Option<String>,
@@ -39,16 +41,21 @@ pub struct CampaignView {
     /// when a campaign paused for quota resumes by itself
     pub resume_at: Option<DateTime<Utc>>,
     /// the schedule as created
-    #[schema(value_type = Object)]
-    pub schedule: serde_json::Value,
+    pub schedule: ScheduleSpec,
     pub timezone: String,
     pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub totals: Totals,
-    /// `{"errcode": 40037, "errmsg": "..."}` of the error that stopped or paused it
-    #[schema(value_type = Option<Object>)]
-    pub last_error: Option<serde_json::Value>,
+    /// the error that stopped or paused it
+    pub last_error: Option<LastError>,
+}
+
+/// WeChat's answer that stopped or paused a campaign.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LastError {
+    pub errcode: ErrCode,
+    pub errmsg: String,
 }
 
 /// The audience's type (the members of a listed audience are not repeated here).
@@ -59,8 +66,16 @@ pub struct AudienceView {
 }
 
 impl CampaignView {
-    pub fn new(row: CampaignRow, totals: Totals) -> Self {
-        Self {
+    /// Fails only if a stored document (schedule, last error) is not what formpush writes.
+    pub fn new(row: CampaignRow, totals: Totals) -> anyhow::Result<Self> {
+        let schedule = serde_json::from_value(row.schedule)
+            .with_context(|| format!("campaign {}: stored schedule", row.id))?;
+        let last_error = row
+            .last_error
+            .map(serde_json::from_value)
+            .transpose()
+            .with_context(|| format!("campaign {}: stored last_error", row.id))?;
+        Ok(Self {
             formid_pick: (row.kind == CampaignKind::Template).then_some(row.formid_pick),
             audience: AudienceView {
                 audience_type: row.audience_type,
@@ -78,14 +93,14 @@ impl CampaignView {
             status: row.status,
             pause_reason: row.pause_reason,
             resume_at: row.resume_at,
-            schedule: row.schedule,
+            schedule,
             timezone: row.timezone,
             next_run_at: row.next_run_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
             totals,
-            last_error: row.last_error,
-        }
+            last_error,
+        })
     }
 }
 
@@ -125,7 +140,7 @@ pub struct RunList {
 
 /// WeChat's errcode (a number, 0 when sent), or a word where WeChat gave none:
 /// `unknown_outcome`, `timeout`, `http_502`, `unreachable`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ErrCode {
     WeChat(i64),

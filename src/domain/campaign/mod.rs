@@ -29,11 +29,14 @@ const MAX_PAGE: usize = 1024;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Audience {
     /// every user of the app when a run starts
+    #[schema(title = "AudienceAll")]
     All,
+    #[schema(title = "AudienceOpenids")]
     Openids {
         #[schema(min_items = 1, max_items = 100_000)]
         openids: Vec<String>,
     },
+    #[schema(title = "AudienceUsers")]
     Users {
         #[schema(min_items = 1, max_items = 100_000)]
         users: Vec<AudienceUser>,

@@ -17,15 +17,18 @@ pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScheduleSpec {
+    #[schema(title = "ScheduleNow")]
     Now {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
     },
+    #[schema(title = "ScheduleAt")]
     At {
         at: DateTime<FixedOffset>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
     },
+    #[schema(title = "ScheduleCron")]
     Cron {
         /// six fields, seconds first: `0 30 9 * * MON-FRI`
         #[schema(pattern = "^\\s*\\S+(\\s+\\S+){5}\\s*$", example = "0 30 9 * * *")]
