@@ -1,143 +1,39 @@
-//! Fault tests (run by `scripts/faults`, which adds a Postgres restart mid-campaign on a
-//! private cluster):
+//! Fault scenarios, long by design (about a minute and a half in all, most of it a minute
+//! without WeChat), and so not part of a plain `cargo test`: each is `#[ignore]`d and
+//! `scripts/faults rust` runs them (`cargo test --test faults -- --ignored`), which CI's
+//! `scripts/test` does too. `scripts/faults postgres` adds a Postgres restart
+//! mid-campaign on a private cluster.
 //!
 //! - a real `formpush serve` process killed with SIGKILL in the middle of ingestion: every
 //!   acknowledged formId is stored exactly once, and re-posting after the restart counts
 //!   duplicates instead of storing rows twice;
 //! - WeChat unreachable for a minute in the middle of a campaign: nothing fails, the
-//!   campaign completes once WeChat is back, every user is reached exactly once.
+//!   campaign completes once WeChat is back, every user is reached exactly once;
+//! - the database out of reach for a moment while a sent batch is recorded: the outcomes
+//!   are kept.
 //!
 //! Each test runs on its own `#[sqlx::test]` database with the sandbox as WeChat, and is
-//! bounded in time (the outage test takes about 80 s by design).
+//! bounded in time.
 
-use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use formpush::config::Settings;
-use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
-use formpush::startup::Application;
+use formpush_sandbox::{Api, Fault, SandboxConfig};
 use futures::StreamExt;
-use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-const APPID: &str = "wxfaulttest000001";
-const SECRET: &str = "fault-test-secret";
-const ADMIN_TOKEN: &str = "fault-admin-token";
-
-/// Kills the child process when the test ends, pass or fail.
-struct KillOnDrop(Child);
-
-impl KillOnDrop {
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A free loopback port outside Linux's ephemeral range (32768–60999), so that no outgoing
-/// connection can take it while it is unbound (the outage test binds it twice).
-fn free_port() -> u16 {
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000");
-}
-
-fn database_url(db: &PgConnectOptions) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().expect("sqlx::test names the database")
-    )
-}
-
-async fn pool(db: &PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(db.clone())
-        .await
-        .expect("test pool")
-}
-
-/// The fake WeChat with the test app, serving on `port`.
-fn serve_sandbox(sandbox: &Sandbox, port: u16) -> SandboxServer {
-    // The port may still be held a moment by the stopping server: try for a few seconds.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpListener::bind(("127.0.0.1", port)) {
-            Ok(listener) => return sandbox.serve(listener).expect("sandbox"),
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("binding the sandbox port {port}: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("cannot bind the sandbox port {port}: {e}"),
-        }
-    }
-}
-
-/// Starts the real `formpush serve` binary on `port`.
-fn spawn_formpush(db_url: &str, port: u16, wechat_base: &str) -> KillOnDrop {
-    let logs = || {
-        if std::env::var_os("FAULTS_CHILD_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        }
-    };
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_formpush"))
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("FORMPUSH_BIND", format!("127.0.0.1:{port}"))
-            .env("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("WECHAT_API_BASE", wechat_base)
-            .env("WECHAT_APPID", APPID)
-            .env("WECHAT_SECRET", SECRET)
-            .env("FORMPUSH_SCHEDULER", "off")
-            .env("FORMPUSH_SESSION_RATE_PER_MIN", "100000")
-            .env("RUST_LOG", "warn")
-            .stdout(logs())
-            .stderr(logs())
-            .spawn()
-            .expect("start formpush"),
-    )
-}
-
-/// Waits until the child answers `/healthz` (it creates and migrates the database first).
-async fn wait_healthy(http: &reqwest::Client, child: &mut KillOnDrop, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("formpush exited at start: {status} (FAULTS_CHILD_LOGS=1 shows its logs)");
-        }
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "formpush never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::process::Serve;
+use common::{
+    assert_each_user_reached_once, eventually, pool, spawn_app_on, spawn_app_with, start_wechat,
+    template_campaign, ADMIN_TOKEN, APPID, NO_SCHEDULER, REAL_CLOCK, SECRET,
+};
 
 /// One ingestion call: a client post of a user's formIds, or an admin import.
 #[derive(Clone)]
@@ -214,6 +110,7 @@ async fn stored_formids(pool: &PgPool) -> HashMap<String, String> {
 }
 
 #[sqlx::test]
+#[ignore = "a fault scenario (half a minute): scripts/faults rust"]
 async fn sigkill_mid_ingestion_loses_no_acknowledged_formid(
     _: PgPoolOptions,
     db: PgConnectOptions,
@@ -225,19 +122,22 @@ async fn sigkill_mid_ingestion_loses_no_acknowledged_formid(
     const ITEMS_PER_IMPORT: usize = 100;
     const IN_FLIGHT: usize = 64;
 
-    let wechat = Sandbox::new(SandboxConfig::default());
-    wechat.add_app(APPID, SECRET);
-    let sandbox = serve_sandbox(&wechat, free_port());
-    let url = database_url(&db);
+    let (wechat, sandbox) = start_wechat(SandboxConfig::default());
+    let env = [
+        NO_SCHEDULER,
+        ("WECHAT_API_BASE", sandbox.base_url.as_str()),
+        ("WECHAT_APPID", APPID),
+        ("WECHAT_SECRET", SECRET),
+        ("FORMPUSH_SESSION_RATE_PER_MIN", "100000"),
+    ];
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
 
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_formpush(&url, port, &sandbox.base_url);
-    wait_healthy(&http, &mut child, &base).await;
+    let mut child = Serve::start(&db, &env);
+    child.wait_healthy().await;
+    let base = child.address.clone();
 
     // Users log in (sessions survive the restart: the signing key is in the database).
     let mut tokens = Vec::new();
@@ -309,11 +209,12 @@ async fn sigkill_mid_ingestion_loses_no_acknowledged_formid(
                 .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked_count.load(Ordering::SeqCst) < total_posts / 4 {
-        assert!(Instant::now() < deadline, "ingestion never got going");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "a quarter of the calls answered",
+        async || (acked_count.load(Ordering::SeqCst) >= total_posts / 4).then_some(()),
+    )
+    .await;
     child.kill();
     let answers = tokio::time::timeout(Duration::from_secs(60), firing)
         .await
@@ -365,10 +266,9 @@ async fn sigkill_mid_ingestion_loses_no_acknowledged_formid(
 
     // Restart; the clients retry every call. Acknowledged ones are pure duplicates; the
     // unanswered ones store exactly what had not been stored yet.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_formpush(&url, port, &sandbox.base_url);
-    wait_healthy(&http, &mut child, &base).await;
+    let mut child = Serve::start(&db, &env);
+    child.wait_healthy().await;
+    let base = child.address.clone();
     let retried: Vec<Option<(u64, u64)>> = futures::stream::iter(posts.iter())
         .map(|post| send(&http, &base, post))
         .buffered(IN_FLIGHT)
@@ -400,32 +300,8 @@ async fn sigkill_mid_ingestion_loses_no_acknowledged_formid(
     sandbox.stop().await;
 }
 
-/// Template campaign to every user of the app, now.
-fn campaign_body() -> Value {
-    json!({
-        "appid": APPID,
-        "name": "outage",
-        "kind": "template",
-        "template_id": "TPL_FAULT",
-        "page": "pages/index/index",
-        "data": {"keyword1": {"value": "hello {{openid}}"}},
-        "audience": {"type": "all"},
-        "schedule": {"type": "now"}
-    })
-}
-
-async fn get_campaign(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    let resp = http
-        .get(format!("{base}/v1/campaigns/{id}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
 #[sqlx::test]
+#[ignore = "a fault scenario (a minute without WeChat, about 80 s): scripts/faults rust"]
 async fn a_minute_of_unreachable_wechat_mid_campaign_delays_it_without_double_sends(
     _: PgPoolOptions,
     db: PgConnectOptions,
@@ -433,151 +309,81 @@ async fn a_minute_of_unreachable_wechat_mid_campaign_delays_it_without_double_se
     const USERS: usize = 200;
     const OUTAGE: Duration = Duration::from_secs(60);
 
-    let wechat = Sandbox::new(SandboxConfig {
+    let config = SandboxConfig {
         latency: Duration::from_millis(20),
         ..Default::default()
-    });
-    wechat.add_app(APPID, SECRET);
-    let wechat_port = free_port();
-    let sandbox = serve_sandbox(&wechat, wechat_port);
-    let wechat_base = sandbox.base_url.clone();
-
-    let env: HashMap<String, String> = [
-        ("FORMPUSH_BIND", "127.0.0.1:0"),
-        ("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("WECHAT_API_BASE", wechat_base.as_str()),
-        ("WECHAT_TIMEOUT_MS", "1000"),
-        ("FORMPUSH_RETRY_BACKOFF_MS", "1000"),
-        ("FORMPUSH_SEND_CONCURRENCY", "8"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let db_pool = pool(&db).await;
-    let app = Application::build_with_pool(settings, db_pool.clone())
-        .await
-        .expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let running = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
-    let admin = |method: reqwest::Method, path: &str| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
     };
-
-    // 40 sends a second: the campaign takes about 5 s without the outage.
-    let resp = admin(reqwest::Method::PUT, &format!("/v1/apps/{APPID}"))
-        .json(&json!({"secret": SECRET, "send_rate_per_sec": 40}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    // Two formIds per user: a user messaged twice would show up as two messages.
-    let items: Vec<Value> = (0..USERS)
-        .flat_map(|i| {
-            let openid = format!("u-{i}");
-            [0, 1].map(|_| json!({"openid": openid, "form_id": wechat.form_id(APPID, &openid)}))
-        })
-        .collect();
-    let resp = admin(
-        reqwest::Method::POST,
-        &format!("/v1/apps/{APPID}/formids:import"),
+    let app = spawn_app_with(
+        db,
+        config,
+        &[
+            REAL_CLOCK,
+            ("FORMPUSH_RETRY_BACKOFF_MS", "1000"),
+            ("FORMPUSH_SEND_CONCURRENCY", "8"),
+        ],
     )
-    .json(&json!({ "items": items }))
-    .send()
-    .await
-    .unwrap();
+    .await;
+    // 40 sends a second: the campaign takes about 5 s without the outage.
+    let resp = app
+        .put_app(APPID, &json!({"secret": SECRET, "send_rate_per_sec": 40}))
+        .await;
     assert_eq!(resp.status(), 200);
-
-    let resp = admin(reqwest::Method::POST, "/v1/campaigns")
-        .json(&campaign_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Two formIds per user: a user messaged twice would show up as two messages.
+    app.import_users((0..USERS).map(|i| format!("u-{i}")), 2)
+        .await;
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
 
     // WeChat goes dark once the campaign is well under way.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while wechat.message_count() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "the campaign never started sending"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    sandbox.stop().await;
-    let sent_before = wechat.message_count();
+    eventually(
+        Duration::from_secs(30),
+        "the campaign sending",
+        async || (app.wechat.message_count() >= 40).then_some(()),
+    )
+    .await;
+    app.stop_wechat().await;
+    let sent_before = app.wechat.message_count();
     assert!(sent_before < USERS, "stopped mid-campaign");
 
     // A minute without WeChat: deliveries wait (pending, `unreachable`), none fails.
     let outage_end = Instant::now() + OUTAGE;
     let mut saw_waiting = false;
+    let mut every = tokio::time::interval(Duration::from_secs(2));
     while Instant::now() < outage_end {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let c = get_campaign(&http, &base, &id).await;
+        every.tick().await;
+        let c = app.campaign(&id).await;
         assert_eq!(c["status"], "running", "{c}");
         assert_eq!(
             c["totals"]["failed"], 0,
             "nothing fails while WeChat is away: {c}"
         );
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from deliveries where status = 'pending' and errcode = 'unreachable'",
-        )
-        .fetch_one(&db_pool)
-        .await
-        .unwrap();
+        let waiting = app
+            .count("select count(*) from deliveries where status = 'pending' and errcode = 'unreachable'")
+            .await;
         saw_waiting |= waiting > 0;
     }
     assert!(saw_waiting, "deliveries waited for WeChat");
-    assert_eq!(wechat.message_count(), sent_before, "WeChat was away");
+    assert_eq!(app.wechat.message_count(), sent_before, "WeChat was away");
 
     // WeChat is back on the same address, with its state: the campaign completes.
-    let sandbox = serve_sandbox(&wechat, wechat_port);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let c = get_campaign(&http, &base, &id).await;
-        if c["status"] != "running" {
-            break c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the campaign did not complete after WeChat came back: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(done["status"], "completed", "{done}");
+    app.restart_wechat().await;
+    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], USERS, "{done}");
     assert_eq!(done["totals"]["failed"], 0, "{done}");
 
     // Each user exactly once, each message with a formId of its own user, none twice.
-    let mut per_user: HashMap<String, usize> = HashMap::new();
-    let mut form_ids = HashSet::new();
-    for m in wechat.messages() {
-        *per_user.entry(m.touser.clone()).or_default() += 1;
-        let form_id = m.form_id.clone().expect("a template message has a formId");
-        assert!(
-            form_ids.insert(form_id.clone()),
-            "formId sent twice: {form_id}"
-        );
-    }
-    assert_eq!(per_user.len(), USERS, "every user was reached");
+    assert_each_user_reached_once(&app.wechat, USERS);
     assert!(
-        per_user.values().all(|n| *n == 1),
-        "a user got two messages: {:?}",
-        per_user.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+        app.wechat.messages().iter().all(|m| m.form_id.is_some()),
+        "a template message has a formId"
     );
     let (consumed, valid): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where uses_left = 0), count(*) filter (where uses_left > 0)
          from formids where appid = $1",
     )
     .bind(APPID)
-    .fetch_one(&db_pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(
@@ -585,9 +391,6 @@ async fn a_minute_of_unreachable_wechat_mid_campaign_delays_it_without_double_se
         (USERS as i64, USERS as i64),
         "one formId spent per user"
     );
-    shutdown.cancel();
-    let _ = running.await;
-    sandbox.stop().await;
 }
 
 /// Regression: a sender whose batch WeChat accepted but whose database failed for a moment
@@ -596,123 +399,65 @@ async fn a_minute_of_unreachable_wechat_mid_campaign_delays_it_without_double_se
 /// message had gone out (seen with Postgres down 15 s in `scripts/faults`). The outcomes
 /// are now retried within the send lease.
 #[sqlx::test]
+#[ignore = "a fault scenario (the database held 4 s): scripts/faults rust"]
 async fn sent_outcomes_survive_a_database_hiccup_while_recording(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
     const USERS: usize = 4;
-    let wechat = Sandbox::new(SandboxConfig::default());
-    wechat.add_app(APPID, SECRET);
-    let sandbox = serve_sandbox(&wechat, free_port());
-    let env: HashMap<String, String> = [
-        ("FORMPUSH_BIND", "127.0.0.1:0"),
-        ("FORMPUSH_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("WECHAT_API_BASE", sandbox.base_url.as_str()),
-        ("WECHAT_TIMEOUT_MS", "5000"),
-        ("FORMPUSH_SEND_LEASE_SECS", "60"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    // A small pool that gives up quickly: holding its connections is a database outage.
-    let db_pool = PgPoolOptions::new()
+    // formpush's pool is small and gives up quickly: holding its connections is a database
+    // outage for it. The scheduler runs on its own clock, which shrugs off a failed tick.
+    let starved = PgPoolOptions::new()
         .max_connections(3)
         .acquire_timeout(Duration::from_millis(500))
         .connect_with(db.clone())
         .await
         .unwrap();
-    let app = Application::build_with_pool(
-        Settings::from_lookup(|k| env.get(k).cloned()).unwrap(),
-        db_pool.clone(),
+    let app = spawn_app_on(
+        pool(&db).await,
+        starved.clone(),
+        SandboxConfig::default(),
+        &[
+            REAL_CLOCK,
+            ("WECHAT_TIMEOUT_MS", "5000"),
+            ("FORMPUSH_SEND_LEASE_SECS", "60"),
+        ],
     )
-    .await
-    .expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let running = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
-    let resp = http
-        .put(format!("{base}/v1/apps/{APPID}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "secret": SECRET }))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    .await;
     for i in 0..USERS {
         let openid = format!("h-{i}");
-        let code = wechat.login_code(APPID, &openid);
-        let session: Value = http
-            .post(format!("{base}/v1/apps/{APPID}/sessions"))
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        wechat.grant_subscription(APPID, &openid, "TPL_H", 1);
-        let resp = http
-            .post(format!("{base}/v1/apps/{APPID}/subscriptions"))
-            .bearer_auth(session["token"].as_str().unwrap())
-            .json(&json!({"results": {"TPL_H": "accept"}}))
-            .send()
-            .await
-            .unwrap();
+        let token = app.login(&openid).await;
+        app.wechat.grant_subscription(APPID, &openid, "TPL_H", 1);
+        let resp = app
+            .post_subscriptions(&token, &json!({"TPL_H": "accept"}))
+            .await;
         assert_eq!(resp.status(), 200);
     }
     // WeChat delivers at once but answers 2 s later: time to take the database away.
-    wechat.fail_next(
-        formpush_sandbox::Api::SubscribeSend,
-        formpush_sandbox::Fault::Delay(Duration::from_secs(2)),
+    app.wechat.fail_next(
+        Api::SubscribeSend,
+        Fault::Delay(Duration::from_secs(2)),
         USERS as u32,
     );
-    let resp = http
-        .post(format!("{base}/v1/campaigns"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({
-            "appid": APPID, "name": "hiccup", "kind": "subscribe", "template_id": "TPL_H",
-            "data": {"thing1": {"value": "hi"}}, "audience": {"type": "all"},
-            "schedule": {"type": "now"}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while wechat.message_count() < USERS {
-        assert!(Instant::now() < deadline, "the campaign never sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let id = app
+        .start_campaign(common::subscribe_campaign("TPL_H"))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the campaign sending",
+        async || (app.wechat.message_count() >= USERS).then_some(()),
+    )
+    .await;
     // The answers arrive while every connection is taken: recording them fails for ~2 s.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(db_pool.acquire().await.expect("take a connection"));
+        held.push(starved.acquire().await.expect("take a connection"));
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     drop(held);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let done = loop {
-        let c = get_campaign(&http, &base, &id).await;
-        if c["status"] != "running" {
-            break c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sent batch was never recorded: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(done["status"], "completed", "{done}");
+    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], USERS, "{done}");
     assert_eq!(done["totals"]["failed"], 0, "{done}");
-    assert_eq!(wechat.message_count(), USERS, "each user messaged once");
-    shutdown.cancel();
-    let _ = running.await;
-    sandbox.stop().await;
+    assert_eq!(app.wechat.message_count(), USERS, "each user messaged once");
 }

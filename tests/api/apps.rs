@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, ADMIN_TOKEN};
+use crate::common::{spawn_app, ADMIN_TOKEN};
 
 #[sqlx::test]
 async fn put_creates_then_updates_and_get_never_shows_secrets(
@@ -54,7 +54,7 @@ async fn put_creates_then_updates_and_get_never_shows_secrets(
         .iter()
         .map(|a| a["appid"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, vec!["wxnew", crate::helpers::APPID]);
+    assert_eq!(ids, vec!["wxnew", crate::common::APPID]);
 }
 
 #[sqlx::test]

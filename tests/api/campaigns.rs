@@ -3,14 +3,14 @@
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, spawn_app_with, template_campaign, APPID};
+use crate::common::{spawn_app, template_campaign, APPID};
 
 #[sqlx::test]
 async fn invalid_campaigns_get_a_422_naming_the_field_and_store_nothing(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_app_with(db, Default::default(), &[("FORMPUSH_SCHEDULER", "off")]).await;
+    let app = spawn_app(db).await;
     let base = template_campaign(json!({"type": "all"}));
     let cases = [
         ("kind", json!("sms"), "invalid_kind"),
@@ -65,7 +65,7 @@ async fn a_cron_campaign_shows_its_next_run_and_obeys_pause_resume_cancel(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_app_with(db, Default::default(), &[("FORMPUSH_SCHEDULER", "off")]).await;
+    let app = spawn_app(db).await;
     let mut body = template_campaign(json!({"type": "all"}));
     body["schedule"] = json!({"type": "cron", "cron": "0 30 9 * * *", "timezone": "Asia/Shanghai"});
     let resp = app.create_campaign(&body).await;
@@ -87,6 +87,12 @@ async fn a_cron_campaign_shows_its_next_run_and_obeys_pause_resume_cancel(
     assert_eq!(app.campaign_action(id, "resume").await.status(), 409);
     let paused: Value = app.campaign_action(id, "pause").await.json().await.unwrap();
     assert_eq!(paused["status"], "paused");
+    let due = next.with_timezone(&chrono::Utc);
+    assert_eq!(
+        app.run_scheduler_at(due).await,
+        0,
+        "a paused campaign does not fire"
+    );
     let resumed: Value = app
         .campaign_action(id, "resume")
         .await
@@ -126,12 +132,12 @@ async fn deliveries_page_with_a_cursor_and_filter_by_status(
             .await;
         openids.push(openid);
     }
-    let id = app
-        .start_campaign(template_campaign(
-            json!({"type": "openids", "openids": openids}),
-        ))
+    let (id, done) = app
+        .run_campaign(
+            template_campaign(json!({"type": "openids", "openids": openids})),
+            "completed",
+        )
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["targeted"], 5);
     assert_eq!(done["totals"]["sent"], 3);
     assert_eq!(done["totals"]["no_formid"], 2);
@@ -177,4 +183,32 @@ async fn deliveries_page_with_a_cursor_and_filter_by_status(
         listed["items"][0]["totals"]["sent"], 3,
         "the list carries totals too"
     );
+}
+
+#[sqlx::test]
+async fn a_one_off_campaign_paused_past_its_time_runs_when_resumed(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    app.user_with_formids("o-later", 1).await;
+    // Due a minute ago (a past `at` is due at once), paused before any tick saw it: its
+    // time is past when it is resumed.
+    let at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let mut body = template_campaign(json!({"type": "all"}));
+    body["schedule"] = json!({"type": "at", "at": at.to_rfc3339()});
+    let id = app.start_campaign(body).await;
+    assert_eq!(app.campaign_action(&id, "pause").await.status(), 200);
+    assert_eq!(app.run_scheduler().await, 0, "nothing runs while paused");
+    let resumed: Value = app
+        .campaign_action(&id, "resume")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["status"], "scheduled", "{resumed}");
+    assert!(resumed["next_run_at"].is_string(), "due at once: {resumed}");
+    assert_eq!(app.run_scheduler().await, 1);
+    let done = app.campaign_in(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 1, "{done}");
 }

@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use formpush_sandbox::{Api, Fault, SandboxConfig};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, spawn_app_with, template_campaign, APPID};
+use crate::common::{
+    eventually, spawn_app, spawn_app_with, start_instance, subscribe_campaign, template_campaign,
+    ADMIN_TOKEN, APPID, NO_SCHEDULER, PUSH_TOKEN, REAL_CLOCK, SECRET,
+};
 
 #[sqlx::test]
 async fn each_user_gets_one_message_with_their_freshest_formid_and_vars(
@@ -27,8 +30,7 @@ async fn each_user_gets_one_message_with_their_freshest_formid_and_vars(
         {"openid": "o-a", "vars": {"nickname": "Ann"}}, {"openid": "o-b", "vars": {"nickname": "Bo"}}
     ]}));
     body["data"] = json!({"keyword1": {"value": "Hi {{nickname}}"}});
-    let id = app.start_campaign(body).await;
-    let done = app.wait_for_status(&id, "completed").await;
+    let (_, done) = app.run_campaign(body, "completed").await;
     assert_eq!(done["totals"]["sent"], 2);
     let to_a = app.wechat.messages_to(APPID, "o-a");
     assert_eq!(to_a.len(), 1);
@@ -62,8 +64,7 @@ async fn expiring_first_spends_the_formid_closest_to_expiry(
         .await;
     let mut body = template_campaign(json!({"type": "all"}));
     body["formid_pick"] = json!("expiring_first");
-    let id = app.start_campaign(body).await;
-    app.wait_for_status(&id, "completed").await;
+    app.run_campaign(body, "completed").await;
     assert_eq!(
         app.wechat.messages_to(APPID, "o-e")[0].form_id.as_deref(),
         Some(old.as_str())
@@ -85,10 +86,9 @@ async fn a_bad_formid_is_marked_invalid_and_the_next_one_is_tried(
     let foreign2 = app.wechat.ios_form_id(APPID, "someone-else");
     app.post_formids(&token, &json!({"form_ids": [good, foreign1, foreign2]}))
         .await;
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (_, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 1, "{done}");
     assert_eq!(
         app.wechat.messages_to(APPID, "o-n")[0].form_id.as_deref(),
@@ -105,10 +105,9 @@ async fn three_bad_formids_fail_the_delivery(_: PgPoolOptions, db: PgConnectOpti
         .map(|_| app.wechat.form_id(APPID, "not-o-f"))
         .collect();
     app.post_formids(&token, &json!({ "form_ids": ids })).await;
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (id, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["failed"], 1);
     let d = app.deliveries(&id, "").await;
     assert_eq!(d["items"][0]["errcode"], 41028);
@@ -133,7 +132,8 @@ async fn an_expired_token_is_refreshed_and_the_send_retried(
             json!({"type": "openids", "openids": ["o-t"]}),
         ))
         .await;
-    app.wait_for_status(&first, "completed").await;
+    app.run_scheduler().await;
+    app.campaign_in(&first, "completed").await;
     let calls = app.wechat.token_calls(APPID);
     app.wechat.expire_tokens(APPID);
     let second = app
@@ -141,7 +141,8 @@ async fn an_expired_token_is_refreshed_and_the_send_retried(
             json!({"type": "openids", "openids": ["o-u"]}),
         ))
         .await;
-    let done = app.wait_for_status(&second, "completed").await;
+    app.run_scheduler().await;
+    let done = app.campaign_in(&second, "completed").await;
     assert_eq!(done["totals"]["sent"], 1, "{done}");
     assert_eq!(app.wechat.token_calls(APPID), calls + 1);
 }
@@ -154,10 +155,9 @@ async fn transient_errors_are_retried_with_the_same_formid(_: PgPoolOptions, db:
         .fail_next(Api::TemplateSend, Fault::Errcode(-1), 1);
     app.wechat
         .fail_next(Api::TemplateSend, Fault::HttpStatus(502), 1);
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (id, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 1);
     let d = app.deliveries(&id, "").await;
     assert_eq!(d["items"][0]["attempts"], 3);
@@ -183,10 +183,9 @@ async fn a_timeout_whose_send_got_through_counts_as_sent_once(
         Fault::Delay(Duration::from_millis(1500)),
         1,
     );
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (_, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 1, "{done}");
     assert_eq!(
         app.wechat.messages_to(APPID, "o-slow").len(),
@@ -210,10 +209,9 @@ async fn a_campaign_level_error_fails_the_campaign_and_returns_the_formid(
     for i in 0..3 {
         app.user_with_formids(&format!("o-c{i}"), 1).await;
     }
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (_, failed) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "failed")
         .await;
-    let failed = app.wait_for_status(&id, "failed").await;
     assert_eq!(failed["last_error"]["errcode"], 40037);
     assert_eq!(app.stats().await["valid_formids"], 3, "no formId was spent");
     assert_eq!(failed["totals"]["sent"], 0);
@@ -227,10 +225,9 @@ async fn the_template_api_switched_off_fails_pointing_to_subscribe_campaigns(
     let app = spawn_app(db).await;
     app.wechat.disable_template_api(APPID);
     app.user_with_formids("o-off", 1).await;
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (_, failed) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "failed")
         .await;
-    let failed = app.wait_for_status(&id, "failed").await;
     assert_eq!(failed["last_error"]["errcode"], 45103);
     assert!(failed["last_error"]["errmsg"]
         .as_str()
@@ -247,8 +244,7 @@ async fn the_daily_quota_pauses_until_reset_or_resume(_: PgPoolOptions, db: PgCo
     }
     let mut body = template_campaign(json!({"type": "all"}));
     body["name"] = json!("quota");
-    let id = app.start_campaign(body).await;
-    let paused = app.wait_for_status(&id, "paused").await;
+    let (id, paused) = app.run_campaign(body, "paused").await;
     assert_eq!(paused["last_error"]["errcode"], 45009);
     assert_eq!(paused["pause_reason"], "quota");
     assert!(paused["resume_at"].is_string());
@@ -262,7 +258,8 @@ async fn the_daily_quota_pauses_until_reset_or_resume(_: PgPoolOptions, db: PgCo
     app.wechat.set_daily_quota(APPID, 100);
     let resumed = app.campaign_action(&id, "resume").await;
     assert_eq!(resumed.status(), 200);
-    let done = app.wait_for_status(&id, "completed").await;
+    app.run_scheduler().await;
+    let done = app.campaign_in(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 3);
 }
 
@@ -275,25 +272,16 @@ async fn bad_openids_fail_without_retry(_: PgPoolOptions, db: PgConnectOptions) 
         .await;
     app.wechat
         .fail_next(Api::TemplateSend, Fault::Errcode(40003), 1);
-    let id = app
-        .start_campaign(template_campaign(
-            json!({"type": "openids", "openids": ["o-gone"]}),
-        ))
+    let (id, done) = app
+        .run_campaign(
+            template_campaign(json!({"type": "openids", "openids": ["o-gone"]})),
+            "completed",
+        )
         .await;
-    let done = app.wait_for_status(&id, "completed").await;
     assert_eq!(done["totals"]["failed"], 1);
     let d = app.deliveries(&id, "status=failed").await;
     assert_eq!(d["items"][0]["errcode"], 40003);
     assert_eq!(d["items"][0]["attempts"], 1);
-}
-
-fn subscribe_campaign(template: &str) -> Value {
-    json!({
-        "appid": APPID, "name": "sub", "kind": "subscribe", "template_id": template,
-        "page": "pages/index/index", "miniprogram_state": "formal", "lang": "zh_CN",
-        "data": {"thing1": {"value": "Order {{openid}}"}},
-        "audience": {"type": "all"}, "schedule": {"type": "now"}
-    })
 }
 
 #[sqlx::test]
@@ -303,17 +291,15 @@ async fn subscribe_campaigns_spend_one_grant_per_user(_: PgPoolOptions, db: PgCo
         let token = app.login(openid).await;
         for _ in 0..grants {
             app.wechat.grant_subscription(APPID, openid, "TPL_SUB", 1);
-            app.http
-                .post(format!("{}/v1/apps/{APPID}/subscriptions", app.address))
-                .bearer_auth(&token)
-                .json(&json!({"results": {"TPL_SUB": "accept"}}))
-                .send()
-                .await
-                .unwrap();
+            let resp = app
+                .post_subscriptions(&token, &json!({"TPL_SUB": "accept"}))
+                .await;
+            assert_eq!(resp.status(), 200);
         }
     }
-    let id = app.start_campaign(subscribe_campaign("TPL_SUB")).await;
-    let done = app.wait_for_status(&id, "completed").await;
+    let (_, done) = app
+        .run_campaign(subscribe_campaign("TPL_SUB"), "completed")
+        .await;
     assert_eq!(done["totals"]["sent"], 2, "{done}");
     assert_eq!(done["totals"]["no_quota"], 1);
     assert_eq!(app.wechat.subscription_grants(APPID, "s-1", "TPL_SUB"), 1);
@@ -333,13 +319,10 @@ async fn subscribe_timeouts_are_not_retried_and_43101_zeroes_grants(
     .await;
     for openid in ["t-1", "t-2"] {
         let token = app.login(openid).await;
-        app.http
-            .post(format!("{}/v1/apps/{APPID}/subscriptions", app.address))
-            .bearer_auth(&token)
-            .json(&json!({"results": {"TPL_T": "accept"}}))
-            .send()
-            .await
-            .unwrap();
+        let resp = app
+            .post_subscriptions(&token, &json!({"TPL_T": "accept"}))
+            .await;
+        assert_eq!(resp.status(), 200);
     }
     // t-1: WeChat delivers but answers after our timeout. t-2: WeChat has no grant (43101).
     app.wechat.grant_subscription(APPID, "t-1", "TPL_T", 1);
@@ -348,8 +331,9 @@ async fn subscribe_timeouts_are_not_retried_and_43101_zeroes_grants(
         Fault::Delay(Duration::from_millis(1500)),
         1,
     );
-    let id = app.start_campaign(subscribe_campaign("TPL_T")).await;
-    let done = app.wait_for_status(&id, "completed").await;
+    let (id, done) = app
+        .run_campaign(subscribe_campaign("TPL_T"), "completed")
+        .await;
     assert_eq!(done["totals"]["failed"], 2, "{done}");
     let failed = app.deliveries(&id, "status=failed").await;
     let codes: Vec<Value> = failed["items"]
@@ -368,17 +352,66 @@ async fn subscribe_timeouts_are_not_retried_and_43101_zeroes_grants(
     assert_eq!(app.stats().await["subscription_grants"], 0);
 }
 
+/// A time as the API stores it (whole seconds: no rounding between here and Postgres).
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap()
+}
+
+fn time_field(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
 #[sqlx::test]
 async fn a_scheduled_at_campaign_waits_for_its_time(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     app.user_with_formids("o-at", 1).await;
+    let at = whole_seconds(Utc::now() + chrono::Duration::hours(1));
+    let mut body = template_campaign(json!({"type": "all"}));
+    body["schedule"] = json!({"type": "at", "at": at.to_rfc3339()});
+    let id = app.start_campaign(body).await;
+    assert_eq!(app.run_scheduler().await, 0, "not due now");
+    let second_before = at - chrono::Duration::seconds(1);
+    assert_eq!(
+        app.run_scheduler_at(second_before).await,
+        0,
+        "not due a second before"
+    );
+    app.campaign_in(&id, "scheduled").await;
+    assert_eq!(app.wechat.message_count(), 0);
+    assert_eq!(app.run_scheduler_at(at).await, 1, "due at its time");
+    let done = app.campaign_in(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 1, "{done}");
+    assert_eq!(
+        done["next_run_at"],
+        Value::Null,
+        "an `at` campaign runs once"
+    );
+    assert_eq!(
+        time_field(&app.runs(&id).await["items"][0]["scheduled_for"]),
+        at
+    );
+    assert_eq!(app.wechat.messages_to(APPID, "o-at").len(), 1);
+}
+
+/// The one campaign on the scheduler's own clock: nobody steps it, the one-second tick
+/// starts the run within 2 s of its time and the campaign completes.
+#[sqlx::test]
+async fn on_its_own_clock_the_scheduler_starts_a_run_within_two_seconds_of_its_time(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, SandboxConfig::default(), &[REAL_CLOCK]).await;
+    app.user_with_formids("o-clock", 1).await;
     let at = Utc::now() + chrono::Duration::seconds(2);
     let mut body = template_campaign(json!({"type": "all"}));
     body["schedule"] = json!({"type": "at", "at": at.to_rfc3339()});
     let id = app.start_campaign(body).await;
     assert_eq!(app.campaign(&id).await["status"], "scheduled");
-    app.wait_for_status(&id, "completed").await;
-    let sent_at = app.wechat.messages_to(APPID, "o-at")[0].at;
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 1, "{done}");
+    let sent_at = app.wechat.messages_to(APPID, "o-clock")[0].at;
     assert!(
         sent_at >= at && sent_at - at < chrono::Duration::seconds(2),
         "started within 2 s: {sent_at} vs {at}"
@@ -386,48 +419,63 @@ async fn a_scheduled_at_campaign_waits_for_its_time(_: PgPoolOptions, db: PgConn
 }
 
 #[sqlx::test]
-async fn each_cron_firing_is_a_new_run(_: PgPoolOptions, db: PgConnectOptions) {
+async fn each_cron_firing_is_a_new_run_until_cancelled(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     app.user_with_formids("o-cron", 3).await;
     let mut body = template_campaign(json!({"type": "all"}));
-    body["schedule"] = json!({"type": "cron", "cron": "* * * * * *", "timezone": "UTC"});
+    body["schedule"] = json!({"type": "cron", "cron": "0 30 9 * * *", "timezone": "Asia/Shanghai"});
     let id = app.start_campaign(body).await;
-    // Wait for two firings to have each sent their message.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while app.campaign(&id).await["totals"]["sent"].as_i64().unwrap() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "no second firing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two mornings in Shanghai, each a firing of its own.
+    let mut firings = Vec::new();
+    for _ in 0..2 {
+        let next = time_field(&app.campaign(&id).await["next_run_at"]);
+        assert_eq!(
+            app.run_scheduler_at(next).await,
+            1,
+            "one run for the firing at {next}"
+        );
+        firings.push(next);
     }
-    app.campaign_action(&id, "cancel").await;
+    assert_eq!(firings[1] - firings[0], chrono::Duration::days(1));
+    let between = app.campaign_in(&id, "scheduled").await;
+    assert_eq!(
+        time_field(&between["next_run_at"]),
+        firings[1] + chrono::Duration::days(1)
+    );
     let runs = app.runs(&id).await;
     let runs = runs["items"].as_array().unwrap();
-    assert!(runs.len() >= 2);
-    assert!(
-        runs.iter().all(|r| r["totals"]["targeted"] == 1),
-        "one delivery per user per run"
-    );
-    assert!(app.wechat.messages_to(APPID, "o-cron").len() >= 2);
+    let mut scheduled: Vec<_> = runs
+        .iter()
+        .map(|r| time_field(&r["scheduled_for"]))
+        .collect();
+    scheduled.sort();
+    assert_eq!(scheduled, firings);
+    for run in runs {
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            run["totals"]["targeted"], 1,
+            "one delivery per user per run: {run}"
+        );
+        assert_eq!(run["totals"]["sent"], 1, "{run}");
+    }
+    assert_eq!(app.wechat.messages_to(APPID, "o-cron").len(), 2);
+    // Cancelled, it fires no more.
+    assert_eq!(app.campaign_action(&id, "cancel").await.status(), 200);
+    let third = firings[1] + chrono::Duration::days(1);
+    assert_eq!(app.run_scheduler_at(third).await, 0);
+    assert_eq!(app.wechat.messages_to(APPID, "o-cron").len(), 2);
 }
 
 #[sqlx::test]
 async fn the_per_app_send_rate_is_never_exceeded(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    app.put_app(
-        APPID,
-        &json!({"secret": crate::helpers::SECRET, "send_rate_per_sec": 10}),
-    )
-    .await;
-    let items: Vec<Value> = (0..30)
-        .map(|i| {
-            let openid = format!("r-{i}");
-            json!({"openid": openid, "form_id": app.wechat.form_id(APPID, &openid)})
-        })
-        .collect();
-    app.import(&json!({ "items": items })).await;
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let resp = app
+        .put_app(APPID, &json!({"secret": SECRET, "send_rate_per_sec": 10}))
         .await;
-    app.wait_for_status(&id, "completed").await;
+    assert_eq!(resp.status(), 200);
+    app.import_users((0..30).map(|i| format!("r-{i}")), 1).await;
+    app.run_campaign(template_campaign(json!({"type": "all"})), "completed")
+        .await;
     let mut times: Vec<_> = app.wechat.messages().iter().map(|m| m.at).collect();
     times.sort();
     assert_eq!(times.len(), 30);
@@ -453,15 +501,13 @@ async fn subscribe_sent_events_are_recorded_against_the_delivery(
     let app = spawn_app(db).await;
     let token = app.login("s-ev").await;
     app.wechat.grant_subscription(APPID, "s-ev", "TPL_EV", 1);
-    app.http
-        .post(format!("{}/v1/apps/{APPID}/subscriptions", app.address))
-        .bearer_auth(&token)
-        .json(&json!({"results": {"TPL_EV": "accept"}}))
-        .send()
-        .await
-        .unwrap();
-    let id = app.start_campaign(subscribe_campaign("TPL_EV")).await;
-    app.wait_for_status(&id, "completed").await;
+    let resp = app
+        .post_subscriptions(&token, &json!({"TPL_EV": "accept"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (id, _) = app
+        .run_campaign(subscribe_campaign("TPL_EV"), "completed")
+        .await;
     let delivery = &app.deliveries(&id, "status=sent").await["items"][0];
     let msg_id = delivery["msg_id"]
         .as_str()
@@ -473,7 +519,7 @@ async fn subscribe_sent_events_are_recorded_against_the_delivery(
         "MsgType": "event", "Event": "subscribe_msg_sent_event",
         "List": {"TemplateId": "TPL_EV", "MsgID": msg_id, "ErrorCode": "0", "ErrorStatus": "success"}
     });
-    let signature = formpush::wechat::crypto::signature(&[crate::helpers::PUSH_TOKEN, &now, "n"]);
+    let signature = formpush::wechat::crypto::signature(&[PUSH_TOKEN, &now, "n"]);
     let resp = app
         .http
         .post(format!(
@@ -499,19 +545,19 @@ async fn a_quota_paused_campaign_resumes_by_itself_when_the_quota_resets(
     for i in 0..2 {
         app.user_with_formids(&format!("o-r{i}"), 1).await;
     }
-    let id = app
-        .start_campaign(template_campaign(json!({"type": "all"})))
+    let (id, paused) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "paused")
         .await;
-    app.wait_for_status(&id, "paused").await;
-    // Midnight in Shanghai comes early: WeChat's counters reset and resume_at passes.
-    app.wechat.reset_daily_counts();
-    sqlx::query("update campaigns set resume_at = now() - interval '1 second' where id = $1::uuid")
-        .bind(&id)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let done = app.wait_for_status(&id, "completed").await;
-    assert_eq!(done["totals"]["sent"], 2);
+    let resume_at = time_field(&paused["resume_at"]);
+    app.run_scheduler_at(resume_at - chrono::Duration::seconds(1))
+        .await;
+    app.campaign_in(&id, "paused").await;
+    // Midnight in Shanghai: WeChat's daily counters reset, and the campaign goes on.
+    let until_reset = resume_at - Utc::now() + chrono::Duration::seconds(1);
+    app.wechat.advance_clock(until_reset.to_std().unwrap());
+    app.run_scheduler_at(resume_at).await;
+    let done = app.campaign_in(&id, "completed").await;
+    assert_eq!(done["totals"]["sent"], 2, "{done}");
 }
 
 #[sqlx::test]
@@ -523,19 +569,15 @@ async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
         latency: Duration::from_millis(30),
         ..Default::default()
     };
-    let app = spawn_app_with(db.clone(), config, &[("FORMPUSH_SCHEDULER", "off")]).await;
-    let items: Vec<Value> = (0..200)
-        .map(|i| {
-            let openid = format!("g-{i}");
-            json!({"openid": openid, "form_id": app.wechat.form_id(APPID, &openid)})
-        })
-        .collect();
-    app.import(&json!({ "items": items })).await;
+    // The test's own instance only serves HTTP; `first` sends on its own clock.
+    let app = spawn_app_with(db.clone(), config, &[NO_SCHEDULER]).await;
+    app.import_users((0..200).map(|i| format!("g-{i}")), 1)
+        .await;
     let extra = [
         ("FORMPUSH_SEND_CONCURRENCY", "4"),
         ("FORMPUSH_APP_LEASE_SECS", "3"),
     ];
-    let first = crate::helpers::start_instance(&db, &app.sandbox_url(), &extra).await;
+    let first = start_instance(&db, &app.sandbox_url(), &[REAL_CLOCK, extra[0], extra[1]]).await;
     let id = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
@@ -544,20 +586,18 @@ async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
     let reads = (0..24).map(|_| {
         app.http
             .get(format!("{}/v1/campaigns/{id}", first.address))
-            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .bearer_auth(ADMIN_TOKEN)
             .send()
     });
     for read in futures::future::join_all(reads).await {
         assert_eq!(read.unwrap().status(), 200);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.wechat.messages().len() < 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never started sending"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the first instance sending",
+        async || (app.wechat.message_count() >= 20).then_some(()),
+    )
+    .await;
     let stopping = tokio::time::Instant::now();
     first.stop().await;
     assert!(
@@ -565,29 +605,22 @@ async fn sigterm_style_shutdown_hands_back_work_that_another_instance_finishes(
         "shutdown took {:?}",
         stopping.elapsed()
     );
-    let in_flight: i64 =
-        sqlx::query_scalar("select count(*) from deliveries where status = 'sending'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let in_flight = app
+        .count("select count(*) from deliveries where status = 'sending'")
+        .await;
     assert_eq!(in_flight, 0, "the batch in hand was finished and recorded");
-    let leases: i64 = sqlx::query_scalar("select count(*) from app_leases")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let leases = app.count("select count(*) from app_leases").await;
     assert_eq!(leases, 0, "the app lease was handed back");
     assert!(
         app.campaign(&id).await["totals"]["sent"].as_i64().unwrap() < 200,
         "stopped mid-run"
     );
-    let second = crate::helpers::start_instance(&db, &app.sandbox_url(), &extra).await;
-    let done = app.wait_for_status(&id, "completed").await;
+    // No lease to wait out: the next instance takes the app over at its first step.
+    let second = start_instance(&db, &app.sandbox_url(), &extra).await;
+    second.run_scheduler().await;
+    let done = app.campaign_in(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 200);
-    assert_eq!(
-        app.wechat.messages().len(),
-        200,
-        "nobody was messaged twice"
-    );
+    assert_eq!(app.wechat.message_count(), 200, "nobody was messaged twice");
     second.stop().await;
 }
 
@@ -596,7 +629,7 @@ async fn an_unreachable_wechat_delays_the_campaign_until_it_is_back(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let mut app = spawn_app(db).await;
+    let app = spawn_app(db).await;
     for i in 0..5 {
         app.user_with_formids(&format!("o-down{i}"), 1).await;
     }
@@ -604,27 +637,44 @@ async fn an_unreachable_wechat_delays_the_campaign_until_it_is_back(
     let id = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
-    // Every delivery meets a refused connection and is put back, none fails.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from deliveries where status = 'pending' and errcode = 'unreachable'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if waiting == 5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries never waited for WeChat"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(app.campaign(&id).await["totals"]["failed"], 0);
-    app.restart_wechat();
-    let done = app.wait_for_status(&id, "completed").await;
+    // The step sends until the campaign is done, which takes WeChat being back.
+    let outage = async {
+        // Every delivery meets a refused connection and is put back, none fails.
+        eventually(Duration::from_secs(20), "deliveries waiting for WeChat", async || {
+            let waiting = app
+                .count("select count(*) from deliveries where status = 'pending' and errcode = 'unreachable'")
+                .await;
+            (waiting == 5).then_some(())
+        })
+        .await;
+        assert_eq!(app.campaign(&id).await["totals"]["failed"], 0);
+        app.restart_wechat().await;
+    };
+    tokio::join!(app.run_scheduler(), outage);
+    let done = app.campaign_in(&id, "completed").await;
     assert_eq!(done["totals"]["sent"], 5, "{done}");
-    assert_eq!(app.wechat.messages().len(), 5);
+    assert_eq!(app.wechat.message_count(), 5);
+}
+
+#[sqlx::test]
+async fn a_token_call_refused_as_a_stale_credential_fails_the_delivery_instead_of_looping(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    app.user_with_formids("o-tokenless", 1).await;
+    // WeChat's token API itself answers 40001 (stale credential), again and again.
+    app.wechat
+        .fail_next(Api::StableToken, Fault::Errcode(40001), 100);
+    let id = app
+        .start_campaign(template_campaign(json!({"type": "all"})))
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), app.run_scheduler())
+        .await
+        .expect("the sender gave up on the token instead of retrying it forever");
+    let done = app.campaign_in(&id, "completed").await;
+    assert_eq!(done["totals"]["failed"], 1, "{done}");
+    let d = app.deliveries(&id, "").await;
+    assert_eq!(d["items"][0]["errcode"], 40001, "{d}");
+    assert!(app.wechat.messages_to(APPID, "o-tokenless").is_empty());
 }

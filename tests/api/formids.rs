@@ -2,7 +2,7 @@ use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, APPID};
+use crate::common::{spawn_app, APPID};
 
 #[sqlx::test]
 async fn valid_formids_are_stored_once_and_bad_ones_rejected_with_reasons(

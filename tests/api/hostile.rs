@@ -5,9 +5,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, APPID, PUSH_TOKEN};
+use crate::common::{spawn_app, APPID, PUSH_TOKEN};
 
-async fn count(app: &crate::helpers::TestApp, table: &str) -> i64 {
+async fn count(app: &crate::common::TestApp, table: &str) -> i64 {
     sqlx::query_scalar(&format!("select count(*) from {table}"))
         .fetch_one(&app.pool)
         .await

@@ -4,7 +4,7 @@ use formpush::wechat::crypto::MessageCrypto;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, spawn_app_with, APPID, PUSH_TOKEN};
+use crate::common::{spawn_app, spawn_app_with, APPID, PUSH_TOKEN};
 
 /// hex(sha1(sorted([token, timestamp, nonce, ...]).join(""))) — computed independently
 /// of the code under test only through the known-answer values below.

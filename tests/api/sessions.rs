@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, start_instance, APPID};
+use crate::common::{spawn_app, start_instance, APPID, NO_SCHEDULER};
 
 #[sqlx::test]
 async fn a_wx_login_code_becomes_a_session_for_that_openid(_: PgPoolOptions, db: PgConnectOptions) {
@@ -64,7 +64,7 @@ async fn a_session_is_valid_on_another_instance_and_only_for_its_app(
 ) {
     let app = spawn_app(db.clone()).await;
     let token = app.login("o-carol").await;
-    let other = start_instance(&db, &app.sandbox_url(), &[("FORMPUSH_SCHEDULER", "off")]).await;
+    let other = start_instance(&db, &app.sandbox_url(), &[NO_SCHEDULER]).await;
     let form_id = app.wechat.form_id(APPID, "o-carol");
     let resp = app
         .http
@@ -94,7 +94,7 @@ async fn a_session_is_valid_on_another_instance_and_only_for_its_app(
 
 #[sqlx::test]
 async fn logins_are_rate_limited_per_client_address(_: PgPoolOptions, db: PgConnectOptions) {
-    let app = crate::helpers::spawn_app_with(
+    let app = crate::common::spawn_app_with(
         db,
         Default::default(),
         &[("FORMPUSH_SESSION_RATE_PER_MIN", "2")],

@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_app, APPID};
+use crate::common::{spawn_app, APPID};
 
 #[sqlx::test]
 async fn each_accept_grants_one_send(_: PgPoolOptions, db: PgConnectOptions) {

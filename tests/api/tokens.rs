@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{pool, spawn_app, APPID};
+use crate::common::{pool, spawn_app, APPID};
 
 #[sqlx::test]
 async fn fifty_concurrent_callers_on_two_instances_cause_one_token_call(
@@ -54,7 +54,7 @@ async fn the_classic_token_api_can_be_chosen_per_app(_: PgPoolOptions, db: PgCon
     let app = spawn_app(db).await;
     app.put_app(
         APPID,
-        &json!({"secret": crate::helpers::SECRET, "token_api": "classic"}),
+        &json!({"secret": crate::common::SECRET, "token_api": "classic"}),
     )
     .await;
     let record = store::apps::find(&app.pool, APPID).await.unwrap().unwrap();
