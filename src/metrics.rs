@@ -17,6 +17,7 @@ pub struct Metrics {
     pub sends: IntCounterVec,
     pub wechat_latency: HistogramVec,
     pub token_refreshes: IntCounterVec,
+    pub webhook_attempts: IntCounterVec,
     pub scheduler_lag: Histogram,
     valid_formids: IntGaugeVec,
     subscription_grants: IntGaugeVec,
@@ -94,6 +95,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "formpush_token_refreshes_total",
             "access_token calls to WeChat",
             &["appid"],
+        ),
+        webhook_attempts: counter(
+            &registry,
+            "formpush_webhook_attempts_total",
+            "Webhook POSTs, by outcome (delivered, failed, expired, dropped)",
+            &["outcome"],
         ),
         valid_formids: gauge(
             &registry,

@@ -4,7 +4,8 @@ use actix_web::web;
 use utoipa_scalar::Servable;
 
 use super::{
-    apps, campaigns, console, formids, health, openapi, sessions, subscriptions, wechat_push,
+    apps, campaigns, console, formids, health, keys, messages, openapi, sessions, subscriptions,
+    wechat_push,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -37,6 +38,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/apps/{appid}/subscriptions",
                     web::post().to(subscriptions::record),
+                )
+                .route("/apps/{appid}/keys", web::post().to(keys::create))
+                .route("/apps/{appid}/keys", web::get().to(keys::list))
+                .route("/apps/{appid}/keys/{id}", web::delete().to(keys::revoke))
+                .route("/apps/{appid}/messages", web::post().to(messages::create))
+                .route("/apps/{appid}/messages", web::get().to(messages::list))
+                .route("/apps/{appid}/messages/{id}", web::get().to(messages::get))
+                .route(
+                    "/apps/{appid}/messages/{id}",
+                    web::delete().to(messages::cancel),
                 )
                 .route("/campaigns", web::post().to(campaigns::create))
                 .route("/campaigns", web::get().to(campaigns::list))
