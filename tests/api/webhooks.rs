@@ -355,3 +355,31 @@ async fn an_app_without_a_webhook_stores_no_events(_: PgPoolOptions, db: PgConne
     app.step().await;
     assert_eq!(app.count("select count(*) from webhook_events").await, 0);
 }
+
+#[sqlx::test]
+async fn the_sandbox_stands_in_for_the_team_s_receiver_on_a_laptop(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = Stepped::spawn(db).await;
+    let url = format!("{}/sandbox/webhooks", app.wechat_url);
+    let secret = set_webhook(&app, json!(url)).await["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.grant("o-laptop", "TPL_M", 1).await;
+    let key = app.key(&["send"]).await;
+    let message = app.accepted(&key, &subscribe_message("o-laptop")).await;
+    app.step().await;
+    app.dispatch_at(Utc::now()).await;
+    let kept = app.wechat.webhooks();
+    assert_eq!(kept.len(), 1);
+    let received = Received {
+        timestamp: kept[0].timestamp.clone(),
+        signature: kept[0].signature.clone(),
+        content_type: Some("application/json".into()),
+        body: kept[0].body.clone().into_bytes(),
+    };
+    assert_signed(&received, &secret);
+    assert_eq!(received.json()["data"]["id"], message["id"]);
+}
