@@ -181,13 +181,16 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "an API key of another app or without send or read", body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+              (status = 404, description = "unknown app", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
-    _: AppAccess<NeedSendOrRead>,
+    access: AppAccess<NeedSendOrRead>,
     state: web::Data<AppState>,
     appid: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if access.caller.key_app().is_none() && !store::apps::exists(&state.pool, &appid).await? {
+        return Err(ApiError::unknown_app(&appid));
+    }
     let q = query.into_inner();
     let status = match q.status.as_deref() {
         None => None,
