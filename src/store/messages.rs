@@ -258,6 +258,9 @@ async fn insert(
 }
 
 pub async fn find(pool: &PgPool, appid: &str, id: Uuid) -> sqlx::Result<Option<MessageRow>> {
+    if !super::storable(appid) {
+        return Ok(None);
+    }
     sqlx::query_as!(
         MessageRow,
         r#"
@@ -319,6 +322,9 @@ pub async fn cancel(
     appid: &str,
     id: Uuid,
 ) -> sqlx::Result<Option<Result<MessageRow, MessageStatus>>> {
+    if !super::storable(appid) {
+        return Ok(None);
+    }
     // A message being claimed right now is locked by the claim; this waits for it and then
     // finds it no longer scheduled.
     let cancelled = sqlx::query_as!(
