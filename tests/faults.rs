@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use formpush::config::Settings;
-use formpush::startup::Application;
 use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
+use formpush::startup::Application;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use formpush::config::Settings;
-use formpush::startup::Application;
 use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
+use formpush::startup::Application;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;

@@ -878,12 +878,7 @@ async fn phase_claim(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::R
             let mut after = 0i64;
             for _ in 0..max_calls {
                 let batch = formpush::store::deliveries::claim_template_batch(
-                    &pool,
-                    run_id,
-                    limit,
-                    formpush::domain::campaign::FormidPick::Freshest,
-                    120.0,
-                    after,
+                    &pool, run_id, limit, formpush::domain::campaign::FormidPick::Freshest, 120.0, after,
                 )
                 .await?;
                 calls += 1;
