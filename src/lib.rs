@@ -3,7 +3,8 @@
 //!
 //! Layout follows the data: `api` (HTTP: parse, call, answer) → `domain` (types that
 //! cannot be invalid, delivery decisions) → `store` (SQL), `wechat` (client, token cache,
-//! push crypto) and `scheduler` (runs, the send pipeline).
+//! push crypto), `scheduler` (runs, the send pipeline) and `webhooks` (the outbox
+//! dispatcher).
 
 pub mod api;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod scheduler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod wechat;

@@ -24,6 +24,8 @@ pub const WECHAT_APIS: [&str; 5] = [
 pub const REJECT_REASONS: [&str; 4] = ["malformed", "mock", "expired", "duplicate"];
 /// Campaign kinds (the `kind` label).
 pub const KINDS: [&str; 2] = ["template", "subscribe"];
+/// What became of a webhook POST (the `outcome` label of `formpush_webhook_attempts_total`).
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "failed", "expired", "dropped"];
 /// Final delivery outcomes (the `outcome` label).
 pub const OUTCOMES: [&str; 4] = ["sent", "failed", "no_formid", "no_quota"];
 
@@ -37,11 +39,13 @@ pub struct Metrics {
     pub send_errors: IntCounterVec,
     pub wechat_latency: HistogramVec,
     pub token_refreshes: IntCounterVec,
+    pub webhook_attempts: IntCounterVec,
     pub scheduler_lag: Histogram,
     usable_formids: IntGaugeVec,
     formids_expiring: IntGaugeVec,
     subscription_grants: IntGaugeVec,
     pending_deliveries: IntGaugeVec,
+    webhook_backlog: IntGaugeVec,
     active_runs: IntGauge,
     db_connections: IntGaugeVec,
     db_connections_max: IntGauge,
@@ -53,6 +57,8 @@ pub struct Snapshot {
     pub pools: Vec<PoolSize>,
     /// Pending deliveries per app (apps without any are absent).
     pub pending_deliveries: Vec<(String, i64)>,
+    /// Webhook events not delivered yet, per app (apps without any are absent).
+    pub webhook_backlog: Vec<(String, i64)>,
     pub active_runs: i64,
     pub db: DbPool,
 }
@@ -132,6 +138,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Database connections of this instance's pool, by state (idle, in_use)",
         &["state"],
     );
+    let webhook_attempts = counter(
+        &registry,
+        "formpush_webhook_attempts_total",
+        "Webhook POSTs, by outcome (delivered, failed, expired, dropped)",
+        &["outcome"],
+    );
+    for outcome in WEBHOOK_OUTCOMES {
+        webhook_attempts.with_label_values(&[outcome]);
+    }
     let db_connections_max = register(
         &registry,
         IntGauge::new(
@@ -171,6 +186,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "access_token calls to WeChat",
             &["appid"],
         ),
+        webhook_attempts,
         usable_formids: gauge(
             &registry,
             "formpush_valid_formids",
@@ -195,6 +211,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Deliveries of running campaigns waiting to be sent",
             &["appid"],
         ),
+        webhook_backlog: gauge(
+            &registry,
+            "formpush_webhook_backlog",
+            "Webhook events not delivered yet (retrying or waiting)",
+            &["appid"],
+        ),
         wechat_latency,
         scheduler_lag,
         active_runs,
@@ -209,6 +231,17 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// Counts one finished delivery or triggered message (`outcome` as in `OUTCOMES`); a
+    /// failure also by its errcode.
+    pub fn count_send(&self, appid: &str, kind: &str, outcome: &str, errcode: Option<&str>) {
+        self.sends.with_label_values(&[appid, kind, outcome]).inc();
+        if outcome == "failed" {
+            self.send_errors
+                .with_label_values(&[appid, kind, errcode.unwrap_or("unknown")])
+                .inc();
+        }
+    }
+
     /// Creates every series an app has, at zero, without touching existing values.
     fn zero_app(&self, appid: &str) {
         self.formids_ingested.with_label_values(&[appid]);
@@ -238,14 +271,18 @@ pub fn render(snapshot: &Snapshot) -> anyhow::Result<String> {
         m.subscription_grants
             .with_label_values(&[&p.appid])
             .set(p.grants);
-        let pending = snapshot
-            .pending_deliveries
-            .iter()
-            .find(|(appid, _)| appid == &p.appid)
-            .map_or(0, |(_, n)| *n);
+        let of_app = |per_app: &[(String, i64)]| {
+            per_app
+                .iter()
+                .find(|(appid, _)| appid == &p.appid)
+                .map_or(0, |(_, n)| *n)
+        };
         m.pending_deliveries
             .with_label_values(&[&p.appid])
-            .set(pending);
+            .set(of_app(&snapshot.pending_deliveries));
+        m.webhook_backlog
+            .with_label_values(&[&p.appid])
+            .set(of_app(&snapshot.webhook_backlog));
     }
     m.active_runs.set(snapshot.active_runs);
     let db = &snapshot.db;

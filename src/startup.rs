@@ -20,7 +20,11 @@ use crate::scheduler::{
     pipeline::{Pipeline, SendSettings},
     Scheduler,
 };
-use crate::store::{self, apps::AppUpsert};
+use crate::store::{
+    self,
+    apps::{AppUpsert, WebhookChange},
+};
+use crate::webhooks::Dispatcher;
 use crate::wechat::{client::WeChatClient, token::TokenManager};
 
 /// How long a graceful shutdown may take before in-flight work is abandoned (it is then
@@ -35,6 +39,10 @@ pub struct Application {
     scheduler: Option<Scheduler>,
     /// The clock driving `scheduler` (absent when it is off or stepped by hand).
     jobs: Option<tokio_cron_scheduler::JobScheduler>,
+    /// Sends webhook events (absent when the scheduler is off).
+    webhooks: Option<Dispatcher>,
+    /// The dispatcher's loop (absent unless the scheduler is on).
+    dispatching: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     pub state: AppState,
 }
@@ -69,6 +77,7 @@ impl Application {
                     encoding_aes_key: app.encoding_aes_key.as_ref().map(|k| k.expose_secret()),
                     send_rate_per_sec: None,
                     token_api: None,
+                    webhook: WebhookChange::Keep,
                 },
             )
             .await
@@ -79,6 +88,23 @@ impl Application {
         let wechat = WeChatClient::new(&settings.wechat_api_base, settings.wechat_timeout)?;
         let tokens = TokenManager::new(pool.clone(), wechat.clone());
         let settings = Arc::new(settings);
+        let shutdown = CancellationToken::new();
+        let scheduler = (settings.scheduler != SchedulerMode::Off).then(|| {
+            let pipeline = Pipeline::new(
+                pool.clone(),
+                wechat.clone(),
+                tokens.clone(),
+                SendSettings::from(settings.as_ref()),
+            );
+            Scheduler::new(pool.clone(), pipeline, shutdown.clone())
+        });
+        let webhooks = match settings.scheduler {
+            SchedulerMode::Off => None,
+            SchedulerMode::On | SchedulerMode::Manual => Some(Dispatcher::new(
+                pool.clone(),
+                Arc::new(api::events::EventData::new(pool.clone())),
+            )?),
+        };
         let state = AppState {
             pool: pool.clone(),
             settings: settings.clone(),
@@ -90,6 +116,10 @@ impl Application {
                 std::num::NonZeroU32::new(settings.session_rate_per_min)
                     .unwrap_or(std::num::NonZeroU32::MIN),
             ))),
+            senders: match (&scheduler, settings.scheduler) {
+                (Some(scheduler), SchedulerMode::On) => Some(scheduler.waker()),
+                _ => None,
+            },
         };
         // The limiter keeps a cell per client address: forget the idle ones every minute so
         // many distinct addresses cannot grow it without bound.
@@ -164,18 +194,14 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .run();
 
-        let shutdown = CancellationToken::new();
-        let scheduler = (settings.scheduler != SchedulerMode::Off).then(|| {
-            let pipeline = Pipeline::new(
-                pool.clone(),
-                wechat,
-                tokens,
-                SendSettings::from(settings.as_ref()),
-            );
-            Scheduler::new(pool, pipeline, shutdown.clone())
-        });
         let jobs = match (&scheduler, settings.scheduler) {
             (Some(scheduler), SchedulerMode::On) => Some(scheduler.start().await?),
+            _ => None,
+        };
+        let dispatching = match (&webhooks, settings.scheduler) {
+            (Some(webhooks), SchedulerMode::On) => {
+                Some(tokio::spawn(webhooks.clone().run(shutdown.clone())))
+            }
             _ => None,
         };
         tracing::info!(port, scheduler = ?settings.scheduler, "formpush listening");
@@ -185,6 +211,8 @@ impl Application {
             metrics_server,
             scheduler,
             jobs,
+            webhooks,
+            dispatching,
             shutdown,
             state,
         })
@@ -202,6 +230,12 @@ impl Application {
     /// The scheduler, to step it by hand (`FORMPUSH_SCHEDULER=manual`); `None` when off.
     pub fn scheduler(&self) -> Option<Scheduler> {
         self.scheduler.clone()
+    }
+
+    /// The webhook dispatcher, to step it by hand (`FORMPUSH_SCHEDULER=manual`); `None`
+    /// when the scheduler is off.
+    pub fn webhooks(&self) -> Option<Dispatcher> {
+        self.webhooks.clone()
     }
 
     /// A token that stops the application when cancelled (tests use it; `serve` ties it
@@ -239,6 +273,9 @@ impl Application {
                     "senders did not finish in time; their leases will hand the work on"
                 );
             }
+        }
+        if let Some(dispatching) = self.dispatching {
+            let _ = tokio::time::timeout_at(deadline, dispatching).await;
         }
         let stop_http = async {
             handle.stop(true).await;

@@ -1,10 +1,16 @@
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{auth::Admin, state::AppState};
+use super::auth::{Admin, AppAccess, NeedRead};
+use super::state::AppState;
 use crate::domain::app::{App, TokenApi};
+use crate::domain::webhook;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{self, apps::AppUpsert};
+use crate::store::{
+    self,
+    apps::{AppUpsert, WebhookChange},
+};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +33,16 @@ pub struct PutApp {
     #[serde(default)]
     #[schema(value_type = Option<TokenApi>)]
     token_api: Option<String>,
+    /// where result events are POSTed (http or https); null removes the webhook, absent
+    /// keeps it
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable, max_length = 2048)]
+    webhook_url: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`, by default).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// What `GET /v1/apps/{appid}` shows: never the secret, the push token or the AES key.
@@ -37,8 +53,20 @@ pub struct AppView {
     token_api: TokenApi,
     has_token: bool,
     has_encoding_aes_key: bool,
+    webhook_url: Option<String>,
+    has_webhook_secret: bool,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The answer to `PUT /v1/apps/{appid}`: the app, and the webhook's signing secret when
+/// this PUT set a new one (shown this once).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PutAppAnswer {
+    #[serde(flatten)]
+    app: AppView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
 }
 
 pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
@@ -60,9 +88,10 @@ pub fn validate_appid(appid: &str) -> Result<(), ApiError> {
 #[utoipa::path(put, path = "/v1/apps/{appid}", operation_id = "registerApp", tag = "admin", security(("admin" = [])),
     params(("appid" = String, Path, description = "the mini-program's AppID", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = PutApp,
-    responses((status = 201, description = "created", body = AppView),
-              (status = 200, description = "updated", body = AppView),
+    responses((status = 201, description = "created", body = PutAppAnswer),
+              (status = 200, description = "updated", body = PutAppAnswer),
               (status = 400, body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+              (status = 403, description = "an API key: keys never change apps", body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_app(
     _: Admin,
@@ -109,7 +138,22 @@ pub async fn put_app(
             ApiError::invalid("invalid_token_api", "token_api must be stable or classic")
         })?),
     };
-    let created = store::apps::upsert(
+    let webhook_url = match &body.webhook_url {
+        Some(Some(url)) => {
+            Some(webhook::parse_url(url).map_err(|e| ApiError::invalid(e.code, e.message))?)
+        }
+        _ => None,
+    };
+    let fresh_secret = webhook::new_secret();
+    let change = match (&body.webhook_url, &webhook_url) {
+        (_, Some(url)) => WebhookChange::Set {
+            url,
+            fresh_secret: fresh_secret.expose_secret(),
+        },
+        (Some(_), None) => WebhookChange::Remove,
+        (None, None) => WebhookChange::Keep,
+    };
+    let upserted = store::apps::upsert(
         &state.pool,
         AppUpsert {
             appid: &appid,
@@ -118,14 +162,20 @@ pub async fn put_app(
             encoding_aes_key: body.encoding_aes_key.as_deref(),
             send_rate_per_sec: body.send_rate_per_sec,
             token_api,
+            webhook: change,
         },
     )
     .await?;
-    let view = view(&state, &appid).await?;
-    Ok(if created {
-        HttpResponse::Created().json(view)
+    let answer = PutAppAnswer {
+        app: view(&state, &appid).await?,
+        webhook_secret: upserted
+            .secret_replaced
+            .then(|| fresh_secret.expose_secret().to_string()),
+    };
+    Ok(if upserted.created {
+        HttpResponse::Created().json(answer)
     } else {
-        HttpResponse::Ok().json(view)
+        HttpResponse::Ok().json(answer)
     })
 }
 
@@ -137,6 +187,8 @@ impl From<App> for AppView {
             token_api: app.token_api,
             has_token: app.push_token.is_some(),
             has_encoding_aes_key: app.encoding_aes_key.is_some(),
+            has_webhook_secret: app.webhook_secret.is_some(),
+            webhook_url: app.webhook_url,
             created_at: app.created_at,
             updated_at: app.updated_at,
         }
@@ -158,7 +210,8 @@ async fn view(state: &AppState, appid: &str) -> Result<AppView, ApiError> {
 
 /// `GET /v1/apps`: every registered app, as `GET /v1/apps/{appid}` shows it.
 #[utoipa::path(get, path = "/v1/apps", operation_id = "listApps", tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = AppList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+    responses((status = 200, body = AppList), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+              (status = 403, description = "an API key", body = ErrorBody)))]
 pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let items = store::apps::list(&state.pool).await?;
     Ok(HttpResponse::Ok().json(AppList {
@@ -168,7 +221,8 @@ pub async fn list_apps(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
 
 /// An app, never with its secret, push token or AES key.
 #[utoipa::path(get, path = "/v1/apps/{appid}", operation_id = "getApp", tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = AppView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AppView), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+              (status = 403, description = "an API key", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_app(
     _: Admin,
     state: web::Data<AppState>,
@@ -178,10 +232,11 @@ pub async fn get_app(
 }
 
 /// The app's credit pool.
-#[utoipa::path(get, path = "/v1/apps/{appid}/stats", operation_id = "getPoolStats", tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = crate::store::credits::PoolStats), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/apps/{appid}/stats", operation_id = "getPoolStats", tag = "admin", security(("admin" = []), ("api_key" = ["read"])),
+    responses((status = 200, body = crate::store::credits::PoolStats), (status = 401, description = "missing or wrong credentials", body = ErrorBody),
+              (status = 403, description = "an API key of another app or without the read scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stats(
-    _: Admin,
+    _: AppAccess<NeedRead>,
     state: web::Data<AppState>,
     appid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

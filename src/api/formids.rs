@@ -8,7 +8,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{auth, auth::Admin, state::AppState};
+use super::auth::{self, AppAccess, NeedImport};
+use super::state::AppState;
 use crate::domain::formid::{Credit, RejectReason};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{self, credits::NewCredit};
@@ -234,15 +235,18 @@ pub async fn collect(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-/// `POST /v1/apps/{appid}/formids:import`, admin only; unknown openids become users.
-#[utoipa::path(post, path = "/v1/apps/{appid}/formids:import", operation_id = "importFormIds", tag = "admin", security(("admin" = [])),
+/// `POST /v1/apps/{appid}/formids:import`, by the admin or with an API key of the app
+/// holding `import`; unknown openids become users.
+#[utoipa::path(post, path = "/v1/apps/{appid}/formids:import", operation_id = "importFormIds", tag = "admin", security(("admin" = []), ("api_key" = ["import"])),
     request_body = ImportBody,
     responses((status = 200, body = IngestAnswer), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key of another app or without the import scope", body = ErrorBody),
+              (status = 404, body = ErrorBody),
               (status = 413, description = "body over 1 MiB or over 10,000 items", body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn import(
-    _: Admin,
+    _: AppAccess<NeedImport>,
     state: web::Data<AppState>,
     appid: web::Path<String>,
     body: web::Json<ImportBody>,

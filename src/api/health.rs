@@ -15,6 +15,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let snapshot = Snapshot {
         pools: store::credits::pool_sizes(&state.pool).await?,
         pending_deliveries: store::runs::pending_deliveries(&state.pool).await?,
+        webhook_backlog: store::webhook_events::pending_per_app(&state.pool).await?,
         active_runs: store::runs::count_active_runs(&state.pool).await?,
         db: DbPool {
             open: state.pool.size(),

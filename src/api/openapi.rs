@@ -19,6 +19,12 @@ impl Modify for BearerSchemes {
         };
         components.add_security_scheme("admin", bearer("FORMPUSH_ADMIN_TOKEN"));
         components.add_security_scheme(
+            "api_key",
+            bearer(
+                "an app API key (fpk_...) from POST /v1/apps/{appid}/keys, with the scope named",
+            ),
+        );
+        components.add_security_scheme(
             "session",
             bearer("a session token from POST /v1/apps/{appid}/sessions"),
         );
@@ -42,6 +48,13 @@ impl Modify for BearerSchemes {
         super::apps::list_apps,
         super::apps::stats,
         super::formids::import,
+        super::keys::create,
+        super::keys::list,
+        super::keys::revoke,
+        super::messages::create,
+        super::messages::list,
+        super::messages::get,
+        super::messages::cancel,
         super::campaigns::create,
         super::campaigns::list,
         super::campaigns::get,
@@ -54,13 +67,15 @@ impl Modify for BearerSchemes {
         super::health::readyz,
         super::health::metrics,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(crate::error::ErrorBody, crate::domain::webhook::WebhookEvent)),
     modifiers(&BearerSchemes),
     tags(
         (name = "client", description = "called by the mini-program"),
         (name = "wechat", description = "called by WeChat's servers"),
         (name = "admin", description = "apps and the credit pool"),
         (name = "campaigns", description = "scheduling and delivery"),
+        (name = "keys", description = "API keys for a team's own backends"),
+        (name = "messages", description = "triggered messages to one user"),
         (name = "operations", description = "health and metrics"),
     )
 )]

@@ -4,7 +4,8 @@
 use actix_web::{web, Resource};
 
 use super::{
-    apps, campaigns, console, docs, formids, health, openapi, sessions, subscriptions, wechat_push,
+    apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions,
+    subscriptions, wechat_push,
 };
 use crate::error::ApiError;
 
@@ -63,6 +64,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/apps/{appid}/subscriptions", "POST")
                         .route(web::post().to(subscriptions::record)),
+                )
+                .service(
+                    resource("/apps/{appid}/keys", "GET, POST")
+                        .route(web::post().to(keys::create))
+                        .route(web::get().to(keys::list)),
+                )
+                .service(
+                    resource("/apps/{appid}/keys/{id}", "DELETE")
+                        .route(web::delete().to(keys::revoke)),
+                )
+                .service(
+                    resource("/apps/{appid}/messages", "GET, POST")
+                        .route(web::post().to(messages::create))
+                        .route(web::get().to(messages::list)),
+                )
+                .service(
+                    resource("/apps/{appid}/messages/{id}", "DELETE, GET")
+                        .route(web::get().to(messages::get))
+                        .route(web::delete().to(messages::cancel)),
                 )
                 .service(
                     resource("/campaigns", "GET, POST")

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::config::Settings;
 use crate::domain::session::SessionSigner;
+use crate::scheduler::SenderWaker;
 use crate::wechat::{client::WeChatClient, token::TokenManager};
 
 /// Shared by every handler.
@@ -19,4 +20,7 @@ pub struct AppState {
     pub credit_writer: crate::store::batcher::CreditWriter,
     /// Logins per client address: each one costs a jscode2session call to WeChat.
     pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Wakes the app's sender when a message is queued to send now (`None` when this
+    /// instance's scheduler is off or stepped by hand: other instances poll).
+    pub senders: Option<SenderWaker>,
 }

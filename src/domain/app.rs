@@ -44,6 +44,10 @@ pub struct App {
     pub encoding_aes_key: Option<SecretString>,
     pub send_rate_per_sec: i32,
     pub token_api: TokenApi,
+    /// Where result events are POSTed, if anywhere.
+    pub webhook_url: Option<String>,
+    /// The HMAC key of the webhook signatures.
+    pub webhook_secret: Option<SecretString>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,6 +58,7 @@ impl std::fmt::Debug for App {
             .field("appid", &self.appid)
             .field("send_rate_per_sec", &self.send_rate_per_sec)
             .field("token_api", &self.token_api)
+            .field("webhook_url", &self.webhook_url)
             .finish_non_exhaustive()
     }
 }

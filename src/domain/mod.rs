@@ -3,12 +3,15 @@
 //! The states and kinds stored in text columns are enums here that the database maps
 //! (`sqlx::Type`): a typo in a state does not compile.
 
+pub mod api_key;
 pub mod app;
 pub mod campaign;
 pub mod delivery;
 pub mod formid;
+pub mod message;
 pub mod session;
 pub mod subscription;
+pub mod webhook;
 
 /// A 422 with the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,31 +3,41 @@
 //! app's rate limit, then record every outcome and its credit side effects in one
 //! transaction. What each WeChat answer means is decided by `rules::decide`, a pure
 //! function.
+//!
+//! Triggered messages share the app's sender and pace, ahead of campaigns: everything due
+//! is sent before each campaign batch, and while a batch is out a message lane watches for
+//! new ones (woken by the API, or every `MESSAGE_POLL`) and sends them with priority on the
+//! pace (`gate`). A sender with nothing left lingers a little, so a stream of messages does
+//! not start a sender (and take the lease) for each one.
 
-use std::num::NonZeroU32;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::gate::{Priority, SendGate};
 use super::rules::{
-    decide, next_quota_reset, Attempt, CampaignStop, Delivered, Effect, Next, MAX_SEND_ATTEMPTS,
+    decide, message_outcome, next_quota_reset, Attempt, CampaignStop, Delivered, Effect, Next,
+    MAX_SEND_ATTEMPTS,
 };
 use crate::config::Settings;
 use crate::domain::app::App;
 use crate::domain::campaign::{render_data, CampaignKind};
 use crate::domain::delivery::DeliveryStatus;
+use crate::domain::message::MessageStatus;
 use crate::store::{
     self,
     deliveries::{Claimed, CreditEffects, Outcome},
+    messages::{ClaimedMessage, MessageEffects, MessageOutcome},
     runs::ActiveRun,
 };
 use crate::wechat::{
@@ -59,6 +69,12 @@ impl From<&Settings> for SendSettings {
     }
 }
 
+/// How often a live sender looks for triggered messages queued through another instance
+/// (the instance that took the request wakes its own sender at once).
+pub const MESSAGE_POLL: Duration = Duration::from_millis(100);
+/// How long a live sender with nothing to send waits for more before it stops.
+pub const SENDER_LINGER: Duration = Duration::from_secs(3);
+
 /// What every delivery of one claimed batch shares.
 struct Batch<'a> {
     app: &'a App,
@@ -66,7 +82,45 @@ struct Batch<'a> {
     /// The campaign's `data`, rendered per user.
     data: Map<String, Value>,
     timezone: Tz,
-    limiter: &'a DefaultDirectRateLimiter,
+    gate: &'a SendGate,
+}
+
+/// What one send says, rendered for its user.
+struct Outgoing<'a> {
+    kind: CampaignKind,
+    template_id: &'a str,
+    page: Option<&'a str>,
+    emphasis_keyword: Option<&'a str>,
+    miniprogram_state: Option<&'a str>,
+    lang: Option<&'a str>,
+    data: Map<String, Value>,
+}
+
+/// How a sender is driven.
+#[derive(Clone)]
+pub enum Pace {
+    /// By the clock: it waits for new work (woken through `wake`, or polling) and stops
+    /// after `SENDER_LINGER` without any.
+    Live { wake: Arc<Notify> },
+    /// Stepped by hand (tests, tools): it sends what is due at this time and stops.
+    Until(DateTime<Utc>),
+}
+
+impl Pace {
+    /// The time messages must be due by; `None`: the database's clock.
+    fn horizon(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Live { .. } => None,
+            Self::Until(now) => Some(*now),
+        }
+    }
+}
+
+/// Why `work_while_busy` returned.
+enum Stopped {
+    Idle,
+    LostLease,
+    Shutdown,
 }
 
 #[derive(Clone)]
@@ -96,22 +150,60 @@ impl Pipeline {
         self.settings.app_lease
     }
 
-    /// Sends for one app while this instance holds its lease and it has running runs.
+    /// Sends for one app while this instance holds its lease and the app has work.
     pub async fn work_app(
         &self,
         appid: &str,
         owner: Uuid,
         shutdown: CancellationToken,
+        pace: Pace,
     ) -> anyhow::Result<()> {
+        tracing::info!(%appid, "sender started");
+        loop {
+            match self.work_while_busy(appid, owner, &shutdown, &pace).await? {
+                Stopped::LostLease => {
+                    tracing::warn!(%appid, "lost the app lease; another instance sends now");
+                    return Ok(());
+                }
+                Stopped::Shutdown | Stopped::Idle => {}
+            }
+            store::leases::release_app_lease(&self.pool, appid, owner).await?;
+            // A message queued while this sender was deciding to stop found the lease held
+            // and started no sender: look once more now that the lease is free.
+            if shutdown.is_cancelled()
+                || !store::messages::has_due(&self.pool, appid, pace.horizon()).await?
+                || !store::leases::acquire_app_lease(
+                    &self.pool,
+                    appid,
+                    owner,
+                    self.settings.app_lease.as_secs_f64(),
+                )
+                .await?
+            {
+                break;
+            }
+        }
+        tracing::info!(%appid, "sender stopped");
+        Ok(())
+    }
+
+    async fn work_while_busy(
+        &self,
+        appid: &str,
+        owner: Uuid,
+        shutdown: &CancellationToken,
+        pace: &Pace,
+    ) -> anyhow::Result<Stopped> {
         let mut app = store::apps::find(&self.pool, appid)
             .await?
             .ok_or_else(|| anyhow::anyhow!("app {appid} disappeared"))?;
-        let mut limiter = Arc::new(rate_limiter(app.send_rate_per_sec));
+        let mut gate = Arc::new(SendGate::new(app.send_rate_per_sec));
         let mut renewed = Instant::now();
         // Per run: the highest delivery id claimed in the current pass.
-        let mut cursors: std::collections::HashMap<Uuid, i64> = Default::default();
+        let mut cursors: HashMap<Uuid, i64> = Default::default();
+        let mut idle_since: Option<Instant> = None;
         store::deliveries::recover_stale(&self.pool, appid).await?;
-        tracing::info!(%appid, "sender started");
+        store::messages::recover_stale(&self.pool, appid).await?;
         while !shutdown.is_cancelled() {
             if renewed.elapsed() >= self.settings.app_lease / 3 {
                 if !store::leases::acquire_app_lease(
@@ -122,27 +214,42 @@ impl Pipeline {
                 )
                 .await?
                 {
-                    tracing::warn!(%appid, "lost the app lease; another instance sends now");
-                    return Ok(());
+                    return Ok(Stopped::LostLease);
                 }
                 renewed = Instant::now();
                 store::deliveries::recover_stale(&self.pool, appid).await?;
+                store::messages::recover_stale(&self.pool, appid).await?;
                 let fresh = store::apps::find(&self.pool, appid).await?;
                 if let Some(fresh) = fresh {
                     if fresh.send_rate_per_sec != app.send_rate_per_sec {
-                        limiter = Arc::new(rate_limiter(fresh.send_rate_per_sec));
+                        gate = Arc::new(SendGate::new(fresh.send_rate_per_sec));
                     }
                     app = fresh;
                 }
             }
+            // Triggered messages first: whatever is due leaves before the next campaign batch.
+            if self.send_due_messages(&app, &gate, pace.horizon()).await? > 0 {
+                idle_since = None;
+                continue;
+            }
             let runs = store::runs::active_runs(&self.pool, appid).await?;
             if runs.is_empty() {
-                break;
+                let Pace::Live { wake } = pace else {
+                    return Ok(Stopped::Idle);
+                };
+                if idle_since.get_or_insert_with(Instant::now).elapsed() >= SENDER_LINGER {
+                    return Ok(Stopped::Idle);
+                }
+                wait_for_work(wake, MESSAGE_POLL, shutdown).await;
+                continue;
             }
+            idle_since = None;
             let mut claimed_any = false;
             for run in &runs {
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
-                let (claimed, last_id) = self.step(&app, run, &limiter, after).await?;
+                let (claimed, last_id) = self
+                    .step_beside_messages(&app, run, &gate, after, pace)
+                    .await?;
                 if claimed > 0 {
                     cursors.insert(run.run_id, last_id);
                     claimed_any = true;
@@ -156,16 +263,53 @@ impl Pipeline {
                 }
             }
             if !claimed_any {
-                // Only deliveries in flight elsewhere remain; look again shortly.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.cancelled() => {}
+                // Only deliveries in flight elsewhere or waiting for a retry remain.
+                let poll = Duration::from_millis(250);
+                match pace {
+                    Pace::Live { wake } => wait_for_work(wake, poll, shutdown).await,
+                    Pace::Until(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                    }
                 }
             }
         }
-        store::leases::release_app_lease(&self.pool, appid, owner).await?;
-        tracing::info!(%appid, "sender stopped");
-        Ok(())
+        Ok(Stopped::Shutdown)
+    }
+
+    /// One campaign batch; a live sender meanwhile sends triggered messages that come due.
+    async fn step_beside_messages(
+        &self,
+        app: &App,
+        run: &ActiveRun,
+        gate: &Arc<SendGate>,
+        after: i64,
+        pace: &Pace,
+    ) -> anyhow::Result<(usize, i64)> {
+        let Pace::Live { wake } = pace else {
+            return self.step(app, run, gate, after).await;
+        };
+        let batch_done = CancellationToken::new();
+        let batch = async {
+            let stepped = self.step(app, run, gate, after).await;
+            batch_done.cancel();
+            stepped
+        };
+        let lane = async {
+            loop {
+                tokio::select! {
+                    _ = batch_done.cancelled() => return Ok::<_, anyhow::Error>(()),
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(MESSAGE_POLL) => {}
+                }
+                while self.send_due_messages(app, gate, None).await? > 0 {}
+            }
+        };
+        let (stepped, lane) = tokio::join!(batch, lane);
+        lane?;
+        stepped
     }
 
     /// Claims (ids above `after`), sends and records one batch of a run. Returns how many
@@ -174,7 +318,7 @@ impl Pipeline {
         &self,
         app: &App,
         run: &ActiveRun,
-        limiter: &Arc<DefaultDirectRateLimiter>,
+        gate: &SendGate,
         after: i64,
     ) -> anyhow::Result<(usize, i64)> {
         let limit = self.settings.concurrency as i64;
@@ -221,10 +365,10 @@ impl Pipeline {
                 _ => Map::new(),
             },
             timezone: run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            limiter,
+            gate,
         };
         let results: Vec<Delivered> = futures::stream::iter(to_send)
-            .map(|d| self.deliver(&batch, d))
+            .map(|d| self.deliver_delivery(&batch, d))
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
@@ -232,17 +376,14 @@ impl Pipeline {
         let mut stop = None;
         let mut outcomes = Vec::with_capacity(results.len());
         let metrics = crate::metrics::metrics();
-        let (sends, send_errors) = (&metrics.sends, &metrics.send_errors);
         for r in results {
             if r.outcome.status != DeliveryStatus::Pending {
-                let (kind, outcome) = (run.kind.as_str(), r.outcome.status.as_str());
-                sends.with_label_values(&[&app.appid, kind, outcome]).inc();
-                if r.outcome.status == DeliveryStatus::Failed {
-                    let errcode = r.outcome.errcode.as_deref().unwrap_or("unknown");
-                    send_errors
-                        .with_label_values(&[&app.appid, kind, errcode])
-                        .inc();
-                }
+                metrics.count_send(
+                    &app.appid,
+                    run.kind.as_str(),
+                    r.outcome.status.as_str(),
+                    r.outcome.errcode.as_deref(),
+                );
             }
             match r.effect {
                 Effect::None => {}
@@ -274,23 +415,50 @@ impl Pipeline {
         Ok((count, last_id))
     }
 
-    /// Sends one claimed delivery (with its retries) and decides its outcome.
-    async fn deliver(&self, batch: &Batch<'_>, delivery: Claimed) -> Delivered {
-        let Batch { app, run, .. } = *batch;
+    /// Sends one claimed campaign delivery, rendered for its user.
+    async fn deliver_delivery(&self, batch: &Batch<'_>, delivery: Claimed) -> Delivered {
+        let run = batch.run;
         let empty = Map::new();
         let vars = match &delivery.vars {
             Some(Value::Object(m)) => m,
             _ => &empty,
         };
-        let rendered = render_data(
-            &batch.data,
-            &delivery.openid,
-            vars,
-            Utc::now(),
-            batch.timezone,
-        );
-        let mut attempt = Attempt {
+        let outgoing = Outgoing {
             kind: run.kind,
+            template_id: &run.template_id,
+            page: run.page.as_deref(),
+            emphasis_keyword: run.emphasis_keyword.as_deref(),
+            miniprogram_state: run.miniprogram_state.as_deref(),
+            lang: run.lang.as_deref(),
+            data: render_data(
+                &batch.data,
+                &delivery.openid,
+                vars,
+                Utc::now(),
+                batch.timezone,
+            ),
+        };
+        self.deliver(
+            batch.app,
+            batch.gate,
+            Priority::Routine,
+            &outgoing,
+            delivery,
+        )
+        .await
+    }
+
+    /// Sends one claimed message or delivery (with its retries) and decides its outcome.
+    async fn deliver(
+        &self,
+        app: &App,
+        gate: &SendGate,
+        priority: Priority,
+        outgoing: &Outgoing<'_>,
+        delivery: Claimed,
+    ) -> Delivered {
+        let mut attempt = Attempt {
+            kind: outgoing.kind,
             outcome_unknown: delivery.outcome_unknown,
             attempts: delivery.attempts,
             token_refreshed: false,
@@ -336,20 +504,20 @@ impl Pipeline {
                     unreachable!("a transient error past the attempt limit is final");
                 }
             };
-            batch.limiter.until_ready().await;
+            gate.ready(priority).await;
             attempt.attempts += 1;
-            let result = if run.kind == CampaignKind::Template {
+            let result = if outgoing.kind == CampaignKind::Template {
                 let form_id = attempt.delivery.form_id.as_deref().unwrap_or_default();
                 self.wechat
                     .send_template(
                         token.expose_secret(),
                         &TemplateMessage {
                             touser: &attempt.delivery.openid,
-                            template_id: &run.template_id,
-                            page: run.page.as_deref(),
+                            template_id: outgoing.template_id,
+                            page: outgoing.page,
                             form_id,
-                            data: &rendered,
-                            emphasis_keyword: run.emphasis_keyword.as_deref(),
+                            data: &outgoing.data,
+                            emphasis_keyword: outgoing.emphasis_keyword,
                         },
                     )
                     .await
@@ -359,11 +527,11 @@ impl Pipeline {
                         token.expose_secret(),
                         &SubscribeMessage {
                             touser: &attempt.delivery.openid,
-                            template_id: &run.template_id,
-                            page: run.page.as_deref(),
-                            miniprogram_state: run.miniprogram_state.as_deref(),
-                            lang: run.lang.as_deref(),
-                            data: &rendered,
+                            template_id: outgoing.template_id,
+                            page: outgoing.page,
+                            miniprogram_state: outgoing.miniprogram_state,
+                            lang: outgoing.lang,
+                            data: &outgoing.data,
                         },
                     )
                     .await
@@ -384,6 +552,114 @@ impl Pipeline {
         }
     }
 
+    /// Claims the app's triggered messages due by `horizon` (now when `None`), sends them
+    /// ahead of any campaign send, and records them. Returns how many it claimed (those
+    /// that ended at once for want of a credit included).
+    pub async fn send_due_messages(
+        &self,
+        app: &App,
+        gate: &SendGate,
+        horizon: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<usize> {
+        let claimed = store::messages::claim_due(
+            &self.pool,
+            &app.appid,
+            self.settings.concurrency as i64,
+            self.settings.send_lease.as_secs_f64(),
+            horizon,
+        )
+        .await?;
+        let count = claimed.len();
+        let to_send: Vec<ClaimedMessage> = claimed
+            .into_iter()
+            .filter(|m| m.status == MessageStatus::Sending)
+            .collect();
+        if to_send.is_empty() {
+            return Ok(count);
+        }
+        let claimed_at = Instant::now();
+        let results: Vec<(CampaignKind, String, Delivered)> = futures::stream::iter(to_send)
+            .map(|m| self.deliver_message(app, gate, m))
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        let now = Utc::now();
+        let mut effects = MessageEffects::default();
+        let mut outcomes: Vec<MessageOutcome> = Vec::with_capacity(results.len());
+        let metrics = crate::metrics::metrics();
+        for (kind, template_id, d) in results {
+            let outcome = message_outcome(&d, now);
+            if outcome.status.is_final() {
+                metrics.count_send(
+                    &app.appid,
+                    kind.as_str(),
+                    outcome.status.as_str(),
+                    outcome.errcode.as_deref(),
+                );
+            }
+            match d.effect {
+                Effect::None => {}
+                Effect::InvalidateFormid(f) => effects.invalidate_formids.push(f),
+                Effect::ReturnFormid(f) => effects.return_formids.push(f),
+                Effect::ReturnGrant(u) => effects.return_grants.push((u, template_id)),
+                Effect::ZeroGrant(u) => effects.zero_grants.push((u, template_id)),
+            }
+            outcomes.push(outcome);
+        }
+        self.keep_trying_while_leased(claimed_at, || {
+            store::messages::record(&self.pool, &app.appid, &outcomes, &effects)
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// Sends one claimed triggered message (its built-in placeholders filled now).
+    async fn deliver_message(
+        &self,
+        app: &App,
+        gate: &SendGate,
+        m: ClaimedMessage,
+    ) -> (CampaignKind, String, Delivered) {
+        // A message has no schedule: its {{date}} and {{datetime}} are in the default
+        // timezone of schedules, Asia/Shanghai.
+        let data = match &m.data {
+            Value::Object(map) => render_data(
+                map,
+                &m.openid,
+                &Map::new(),
+                Utc::now(),
+                chrono_tz::Asia::Shanghai,
+            ),
+            _ => Map::new(),
+        };
+        let outgoing = Outgoing {
+            kind: m.kind,
+            template_id: &m.template_id,
+            page: m.page.as_deref(),
+            emphasis_keyword: m.emphasis_keyword.as_deref(),
+            miniprogram_state: m.miniprogram_state.as_deref(),
+            lang: m.lang.as_deref(),
+            data,
+        };
+        // The claim gave it a user: a message without one ended no_formid / no_quota.
+        let claimed = Claimed {
+            id: m.seq,
+            user_id: m.user_id.unwrap_or_default(),
+            openid: m.openid.clone(),
+            status: DeliveryStatus::Sending,
+            formid_id: m.formid_id,
+            form_id: m.form_id.clone(),
+            formids_tried: m.formids_tried,
+            attempts: m.attempts,
+            outcome_unknown: m.outcome_unknown,
+            vars: None,
+        };
+        let delivered = self
+            .deliver(app, gate, Priority::Urgent, &outgoing, claimed)
+            .await;
+        (m.kind, m.template_id, delivered)
+    }
+
     /// Records a sent batch. WeChat has acted on it already, so a database outage must not
     /// lose the outcomes (a subscribe send would end `unknown_outcome` although it was
     /// sent, a template send would be repeated for its 41029): retried while the batch's
@@ -397,9 +673,26 @@ impl Pipeline {
         template_id: &str,
         claimed_at: Instant,
     ) -> sqlx::Result<()> {
+        self.keep_trying_while_leased(claimed_at, || {
+            store::deliveries::record(&self.pool, outcomes, effects, template_id)
+        })
+        .await
+    }
+
+    /// Runs `write` until it gets a connection, while the batch claimed at `claimed_at` is
+    /// still leased to this sender (see `record`).
+    async fn keep_trying_while_leased<F, Fut>(
+        &self,
+        claimed_at: Instant,
+        write: F,
+    ) -> sqlx::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = sqlx::Result<()>>,
+    {
         let mut delay = Duration::from_millis(200);
         loop {
-            match store::deliveries::record(&self.pool, outcomes, effects, template_id).await {
+            match write().await {
                 Err(sqlx::Error::PoolTimedOut)
                     if claimed_at.elapsed() + delay < self.settings.send_lease =>
                 {
@@ -418,7 +711,11 @@ impl Pipeline {
     }
 }
 
-fn rate_limiter(per_sec: i32) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(per_sec.max(1) as u32).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(rate))
+/// Waits until the API wakes this sender, `poll` passes, or shutdown.
+async fn wait_for_work(wake: &Notify, poll: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(poll) => {}
+        _ = shutdown.cancelled() => {}
+    }
 }

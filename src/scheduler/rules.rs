@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use crate::domain::campaign::CampaignKind;
 use crate::domain::delivery::DeliveryStatus;
+use crate::domain::message::MessageStatus;
 use crate::store::deliveries::{Claimed, Outcome};
+use crate::store::messages::MessageOutcome;
 use crate::wechat::{
     client::{SendReceipt, WeChatError},
     errcode::{self, ErrorClass},
@@ -200,6 +202,51 @@ pub fn decide(a: &Attempt, result: &Result<SendReceipt, WeChatError>, max_attemp
             Effect::None,
             None,
         ),
+    }
+}
+
+/// The delivery rules applied to a triggered message (`decide` judged it as a delivery,
+/// with the message's `seq` as its id). A message has no campaign to stop: an error that
+/// would stop one fails only this message, its credit still given back; 45009 puts it back
+/// to `scheduled` until the quota resets. A message put back to claim a credit anew (next
+/// formId, a subscribe send that never reached WeChat) is `scheduled`; one that keeps its
+/// formId for a later try is `queued`.
+pub fn message_outcome(d: &Delivered, now: DateTime<Utc>) -> MessageOutcome {
+    let o = &d.outcome;
+    let mut errmsg = o.errmsg.clone();
+    let (status, due_in_secs) = match &d.stop {
+        Some(CampaignStop::Failed(err)) => {
+            // The campaign's wording (45103 points to subscribe messages).
+            if let Some(text) = err.get("errmsg").and_then(Value::as_str) {
+                errmsg = Some(text.to_string());
+            }
+            (MessageStatus::Failed, 0.0)
+        }
+        Some(CampaignStop::QuotaReached(_)) => {
+            let wait = next_quota_reset(now) - now;
+            (
+                MessageStatus::Scheduled,
+                wait.num_milliseconds() as f64 / 1000.0,
+            )
+        }
+        None => match o.status {
+            DeliveryStatus::Sent => (MessageStatus::Sent, 0.0),
+            DeliveryStatus::Pending if o.drop_formid => (MessageStatus::Scheduled, o.retry_in_secs),
+            DeliveryStatus::Pending => (MessageStatus::Queued, o.retry_in_secs),
+            // decide() ends a delivery only sent, failed or pending.
+            _ => (MessageStatus::Failed, 0.0),
+        },
+    };
+    MessageOutcome {
+        seq: o.id,
+        status,
+        errcode: o.errcode.clone(),
+        errmsg,
+        attempts: o.attempts,
+        msg_id: o.msg_id.clone(),
+        outcome_unknown: o.outcome_unknown,
+        drop_formid: o.drop_formid,
+        due_in_secs,
     }
 }
 
@@ -398,6 +445,48 @@ mod tests {
         assert_eq!(d.outcome.errcode.as_deref(), Some("61234"));
         assert_eq!(d.outcome.errmsg.as_deref(), Some("err 61234"));
         assert_eq!(d.stop, None);
+    }
+
+    #[test]
+    fn an_error_that_would_stop_a_campaign_fails_only_the_message_and_returns_its_credit() {
+        let now = Utc::now();
+        for code in [40037, 41030, 47003, 45103] {
+            let d = done(decide(&attempt(false), &api(code), 3));
+            let m = message_outcome(&d, now);
+            assert_eq!(m.status, MessageStatus::Failed, "{code}");
+            assert_eq!(m.errcode.as_deref(), Some(code.to_string().as_str()));
+            assert_eq!(d.effect, Effect::ReturnGrant(7), "the grant goes back");
+        }
+        let d = done(decide(&attempt(true), &api(45103), 3));
+        assert!(message_outcome(&d, now)
+            .errmsg
+            .unwrap()
+            .contains("subscribe"));
+    }
+
+    #[test]
+    fn quota_puts_the_message_back_until_midnight_in_shanghai() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 15, 0, 0).unwrap(); // 23:00 there
+        let d = done(decide(&attempt(true), &api(45009), 3));
+        let m = message_outcome(&d, now);
+        assert_eq!(m.status, MessageStatus::Scheduled);
+        assert_eq!(m.due_in_secs, 3600.0);
+        assert_eq!(d.effect, Effect::ReturnFormid(99));
+    }
+
+    #[test]
+    fn a_message_waits_with_its_formid_or_claims_anew() {
+        let now = Utc::now();
+        let d = done(decide(&attempt(true), &api(41028), 3));
+        assert_eq!(message_outcome(&d, now).status, MessageStatus::Scheduled);
+        let mut a = attempt(true);
+        a.attempts = 3;
+        let unreachable = Err(WeChatError::Unreachable("refused".into()));
+        let m = message_outcome(&done(decide(&a, &unreachable, 3)), now);
+        assert_eq!(m.status, MessageStatus::Queued, "the formId stays with it");
+        assert_eq!(m.due_in_secs, UNREACHABLE_RETRY_SECS);
+        let d = done(decide(&attempt(false), &Ok(SendReceipt::default()), 3));
+        assert_eq!(message_outcome(&d, now).status, MessageStatus::Sent);
     }
 
     #[test]

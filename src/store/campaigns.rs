@@ -12,6 +12,7 @@ use crate::domain::campaign::{
 };
 
 use super::users;
+use crate::domain::webhook::EventType;
 
 #[derive(Debug, Clone)]
 pub struct CampaignRow {
@@ -339,14 +340,29 @@ pub async fn resume_quota_paused(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Res
 /// A campaign-level error: the campaign stops `failed` and its runs with it.
 pub async fn fail(pool: &PgPool, campaign_id: Uuid, last_error: &Value) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        r#"update campaigns set status = 'failed', last_error = $2, next_run_at = null, updated_at = now()
-           where id = $1 and status not in ('cancelled', 'completed')"#,
+    let before = sqlx::query_scalar!(
+        r#"
+        with before as (select status from campaigns where id = $1 for update)
+        update campaigns c set status = 'failed', last_error = $2, next_run_at = null,
+            updated_at = now()
+        from before b
+        where c.id = $1 and c.status not in ('cancelled', 'completed')
+        returning b.status as "status: CampaignStatus"
+        "#,
         campaign_id,
         last_error
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    // One event per failure, though a later batch may record the failure again.
+    if before.is_some_and(|status| status != CampaignStatus::Failed) {
+        super::webhook_events::enqueue_campaign_event(
+            &mut tx,
+            campaign_id,
+            EventType::CampaignFailed,
+        )
+        .await?;
+    }
     sqlx::query!(
         r#"update campaign_runs set status = 'failed', finished_at = now()
            where campaign_id = $1 and status = 'running'"#,

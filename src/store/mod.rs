@@ -3,6 +3,7 @@
 //! access_token refresh lock (`access_tokens`), on purpose.
 
 pub mod access_tokens;
+pub mod api_keys;
 pub mod apps;
 pub mod batcher;
 pub mod campaigns;
@@ -10,9 +11,11 @@ pub mod credits;
 pub mod deliveries;
 pub mod keys;
 pub mod leases;
+pub mod messages;
 pub mod push_events;
 pub mod runs;
 pub mod users;
+pub mod webhook_events;
 
 /// Postgres text cannot hold NUL (U+0000), so no stored value contains one. A lookup by such
 /// a value finds nothing, and is answered without SQL (where the value would be an error).

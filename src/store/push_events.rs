@@ -3,7 +3,7 @@
 
 use sqlx::PgPool;
 
-use super::{credits, deliveries, users};
+use super::{credits, deliveries, messages, users};
 use crate::domain::subscription::PushedChange;
 
 /// The identity of one pushed event.
@@ -54,8 +54,11 @@ pub async fn apply_once(
             credits::revoke_subscriptions(pool, user, template_ids).await?;
         }
         PushedChange::SendResults(results) => {
+            // A msgid belongs to a campaign delivery or to a triggered message.
             for (msg_id, status) in results {
-                deliveries::record_push_status(pool, msg_id, status).await?;
+                if deliveries::record_push_status(pool, msg_id, status).await? == 0 {
+                    messages::record_push_status(pool, msg_id, status).await?;
+                }
             }
         }
         PushedChange::Grant { .. } | PushedChange::Revoke { .. } => {}

@@ -10,6 +10,7 @@ use super::campaigns::{stored_schedule, CampaignRow};
 use crate::domain::campaign::{
     AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
 };
+use crate::domain::webhook::EventType;
 
 #[derive(Debug, Clone)]
 pub struct RunRow {
@@ -175,7 +176,7 @@ pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<boo
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(campaign_id) = finished {
-        sqlx::query!(
+        let status = sqlx::query_scalar!(
             r#"
             update campaigns c set
                 status = case when c.next_run_at is null then 'completed' else 'scheduled' end,
@@ -183,11 +184,20 @@ pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<boo
             where c.id = $1 and c.status = 'running'
               and not exists (select 1 from campaign_runs r
                               where r.campaign_id = c.id and r.status = 'running')
+            returning c.status as "status: CampaignStatus"
             "#,
             campaign_id
         )
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        if status == Some(CampaignStatus::Completed) {
+            super::webhook_events::enqueue_campaign_event(
+                &mut tx,
+                campaign_id,
+                EventType::CampaignCompleted,
+            )
+            .await?;
+        }
     }
     tx.commit().await?;
     Ok(finished.is_some())

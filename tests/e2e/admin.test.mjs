@@ -470,6 +470,50 @@ step('the dashboard lists the campaigns and the updated pool', async () => {
   await expectText(byId('cv-status'), 'completed');
 });
 
+step("an app's keys: one created and shown once, a message sent with it, then revoked", async () => {
+  await byId('nav-dashboard').click();
+  const card = page.locator(`[data-testid="app-card"][data-appid="${APPID}"]`);
+  await card.getByTestId('app-keys-link').click();
+  await byId('app-view').waitFor();
+  await expectText(byId('av-appid'), APPID);
+  await byId('keys-empty').waitFor();
+  await byId('messages-empty').waitFor();
+  await byId('kf-name').fill('e2e-backend');
+  await byId('kf-scope-read').check(); // send is checked already
+  await byId('kf-submit').click();
+  await byId('key-dialog').waitFor();
+  const key = await byId('kd-key').inputValue();
+  assert.match(key, /^fpk_[A-Za-z0-9_-]{32,}$/);
+  await byId('kd-copy').click();
+  await expectText(byId('kd-copied'), 'Copied.');
+  await byId('kd-done').click();
+  assert.equal(await byId('kd-key').inputValue(), '', 'the key leaves the page');
+  assert.ok(!(await page.content()).includes(key), 'the key is shown once only');
+  const keyRow = page.getByTestId('key-row');
+  await waitFor('one key row', async () => (await keyRow.count()) === 1);
+  await expectText(keyRow.getByTestId('key-prefix'), key.slice(0, 8) + '…');
+
+  // The team's backend sends a triggered message with it (alice has a formId left).
+  const sent = await ok('POST', `${api}/v1/apps/${APPID}/messages`, {
+    token: key,
+    body: { openid: 'o-e2e-alice', kind: 'template', template_id: 'TPL_E2E', data: { keyword1: { value: 'shipped' } } },
+  });
+  assert.equal(sent.status, 'sending');
+  await waitFor('the message is sent', async () =>
+    (await ok('GET', `${api}/v1/apps/${APPID}/messages/${sent.id}`, { token: key })).status === 'sent');
+  await byId('messages-refresh').click();
+  const messageRow = page.locator(`[data-testid="message-row"][data-id="${sent.id}"]`);
+  await messageRow.waitFor();
+  await expectText(messageRow.getByTestId('message-status'), 'sent');
+  await expectText(messageRow.getByTestId('message-openid'), 'o-e2e-alice');
+  await page.screenshot({ path: shot('app'), fullPage: true });
+
+  // Revoked (confirm() is accepted): the key is refused at once.
+  await keyRow.getByTestId('key-revoke').click();
+  await byId('keys-empty').waitFor();
+  assert.equal((await http('GET', `${api}/v1/apps/${APPID}/messages`, { token: key })).status, 401);
+});
+
 step('no secret in the page; sign out forgets the token', async () => {
   const html = await page.content();
   assert.ok(!html.includes(SECRET), 'the page contains the app secret');
@@ -489,6 +533,7 @@ step('no secret in the page; sign out forgets the token', async () => {
   await byId('login-form').waitFor();
   assert.equal(await storedToken(), null);
   assert.equal(await page.getByTestId('campaign-row').count(), 0, 'signed-out page keeps no data');
+  assert.equal(await page.getByTestId('message-row').count(), 0, 'signed-out page keeps no messages');
   await page.reload();
   await byId('login-form').waitFor();
   assert.ok(!(await byId('campaign-view').isVisible()));

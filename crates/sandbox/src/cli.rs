@@ -89,6 +89,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             "     curl -s -XPOST {base}/sandbox/formids -d '{{\"appid\":\"{appid}\",\"openid\":\"o-demo-1\",\"count\":3}}'"
         );
         tracing::info!("     curl -s {base}/sandbox/messages   and   {base}/sandbox/stats");
+        tracing::info!(
+            "webhooks: set an app's webhook_url to {base}/sandbox/webhooks, then curl -s {base}/sandbox/webhooks"
+        );
     }
     tokio::signal::ctrl_c()
         .await

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::rules::{self, WxErr};
 use super::state::{CodeRequest, TokenRequest};
-use super::{lock, Api, Fault, MessageKind, Sandbox};
+use super::{lock, Api, Fault, MessageKind, ReceivedWebhook, Sandbox};
 
 /// Bodies up to 1 MiB (actix's default is 256 KiB).
 const BODY_LIMIT: usize = 1 << 20;
@@ -46,6 +46,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sandbox/expire_tokens", web::post().to(ctl_expire_tokens))
         .route("/sandbox/reset_daily", web::post().to(ctl_reset_daily))
         .route("/sandbox/messages", web::get().to(ctl_messages))
+        .route("/sandbox/webhooks", web::post().to(ctl_receive_webhook))
+        .route("/sandbox/webhooks", web::get().to(ctl_webhooks))
         .route("/sandbox/stats", web::get().to(ctl_stats))
         .default_service(web::to(not_found));
 }
@@ -525,6 +527,35 @@ async fn ctl_messages(sb: Data<Sandbox>, req: HttpRequest) -> CtlResult {
     };
     latest.reverse();
     Ok(HttpResponse::Ok().json(json!({"total": total, "messages": latest})))
+}
+
+/// A webhook receiver for trying formpush locally: keeps the call (headers and raw body)
+/// and answers 200. Point an app's `webhook_url` at `<sandbox>/sandbox/webhooks`.
+async fn ctl_receive_webhook(sb: Data<Sandbox>, req: HttpRequest, body: Bytes) -> CtlResult {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    sb.record_webhook(ReceivedWebhook {
+        at: sb.now(),
+        timestamp: header("x-formpush-timestamp"),
+        signature: header("x-formpush-signature"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    Ok(HttpResponse::Ok().json(json!({"received": true})))
+}
+
+/// `?limit=` (default 100): the latest webhook calls received, oldest first.
+async fn ctl_webhooks(sb: Data<Sandbox>, req: HttpRequest) -> CtlResult {
+    let limit = query(&req)
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100);
+    let all = sb.webhooks();
+    let latest = all[all.len().saturating_sub(limit)..].to_vec();
+    Ok(HttpResponse::Ok().json(json!({"total": all.len(), "webhooks": latest})))
 }
 
 async fn ctl_stats(sb: Data<Sandbox>) -> CtlResult {

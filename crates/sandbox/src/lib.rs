@@ -3,7 +3,8 @@
 //! It serves the WeChat endpoints formpush calls (`/cgi-bin/token`, `/cgi-bin/stable_token`,
 //! `/sns/jscode2session`, `/cgi-bin/message/wxopen/template/send`,
 //! `/cgi-bin/message/subscribe/send`) with WeChat's paths, shapes and errcodes, plus control
-//! endpoints under `/sandbox/` to set up apps, users, formIds and grants. It is used as the
+//! endpoints under `/sandbox/` to set up apps, users, formIds and grants, and a webhook
+//! receiver (`/sandbox/webhooks`) that keeps what formpush pushes. It is used as the
 //! fake WeChat in integration tests, as the target of load benchmarks, and by people as
 //! `formpush sandbox` to try campaigns on a laptop.
 //!
@@ -151,6 +152,23 @@ pub struct SentMessage {
     pub at: DateTime<Utc>,
 }
 
+/// A webhook call the sandbox received on `POST /sandbox/webhooks` (a stand-in for a team's
+/// backend when formpush is tried on a laptop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedWebhook {
+    /// When it arrived, by the sandbox clock.
+    pub at: DateTime<Utc>,
+    /// The `X-Formpush-Timestamp` header.
+    pub timestamp: Option<String>,
+    /// The `X-Formpush-Signature` header, to check with the app's webhook secret.
+    pub signature: Option<String>,
+    /// The raw body, exactly as received (what the signature covers).
+    pub body: String,
+}
+
+/// Webhook calls kept; older ones are dropped.
+const MAX_WEBHOOKS: usize = 10_000;
+
 /// A fake WeChat. Cloning is cheap and clones share all state.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -161,6 +179,7 @@ struct Inner {
     config: SandboxConfig,
     state: Mutex<State>,
     messages: Mutex<Vec<SentMessage>>,
+    webhooks: Mutex<VecDeque<ReceivedWebhook>>,
     faults: Mutex<HashMap<Api, VecDeque<Fault>>>,
     /// Lets the hot path skip the faults lock when none are queued.
     pending_faults: AtomicUsize,
@@ -215,6 +234,7 @@ impl Sandbox {
                 config,
                 state: Mutex::new(State::default()),
                 messages: Mutex::new(Vec::new()),
+                webhooks: Mutex::new(VecDeque::new()),
                 faults: Mutex::new(HashMap::new()),
                 pending_faults: AtomicUsize::new(0),
                 outcomes: Mutex::new(HashMap::new()),
@@ -482,6 +502,19 @@ impl Sandbox {
             .filter(|m| m.appid == appid && m.touser == openid)
             .cloned()
             .collect()
+    }
+
+    /// Webhook calls received on `POST /sandbox/webhooks`, oldest first.
+    pub fn webhooks(&self) -> Vec<ReceivedWebhook> {
+        lock(&self.inner.webhooks).iter().cloned().collect()
+    }
+
+    fn record_webhook(&self, webhook: ReceivedWebhook) {
+        let mut kept = lock(&self.inner.webhooks);
+        if kept.len() == MAX_WEBHOOKS {
+            kept.pop_front();
+        }
+        kept.push_back(webhook);
     }
 
     /// Number of messages accepted so far.

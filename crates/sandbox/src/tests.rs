@@ -883,3 +883,27 @@ async fn only_the_previous_token_gets_grace() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn webhook_calls_are_kept_with_their_headers_and_raw_body() {
+    let env = Env::default().await;
+    let body = r#"{"id":"e1","type":"message.sent","data":{"status":"sent"}}"#;
+    let resp = env
+        .http
+        .post(env.url("/sandbox/webhooks"))
+        .header("content-type", "application/json")
+        .header("X-Formpush-Timestamp", "1700000000")
+        .header("X-Formpush-Signature", "sha256=abc")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let kept = env.get("/sandbox/webhooks").await;
+    assert_eq!(kept["total"], 1);
+    assert_eq!(kept["webhooks"][0]["body"], body, "byte for byte");
+    assert_eq!(kept["webhooks"][0]["timestamp"], "1700000000");
+    assert_eq!(kept["webhooks"][0]["signature"], "sha256=abc");
+    assert_eq!(env.sb.webhooks().len(), 1);
+    env.stop().await;
+}

@@ -11,7 +11,9 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::api::{auth::Admin, state::AppState};
+use crate::api::auth::{Admin, Caller};
+use crate::api::state::AppState;
+use crate::domain::api_key::Scope;
 use crate::domain::campaign::{CampaignRequest, CampaignSpec};
 use crate::domain::delivery::ShownDeliveryStatus;
 use crate::error::{ApiError, ErrorBody};
@@ -29,17 +31,21 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found("campaign_not_found", format!("no campaign {raw:?}")))
 }
 
-async fn load(state: &AppState, raw_id: &str) -> Result<CampaignRow, ApiError> {
+/// The campaign, if the caller may read it (an API key: of its app, with `read`).
+async fn load(state: &AppState, caller: &Caller, raw_id: &str) -> Result<CampaignRow, ApiError> {
     let id = parse_id(raw_id)?;
-    store::find(&state.pool, id)
+    let row = store::find(&state.pool, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("campaign_not_found", format!("no campaign {id}")))
+        .ok_or_else(|| ApiError::not_found("campaign_not_found", format!("no campaign {id}")))?;
+    caller.allow(&row.appid, &[Scope::Read])?;
+    Ok(row)
 }
 
 /// Creates a campaign; it runs when its schedule says.
 #[utoipa::path(post, path = "/v1/campaigns", operation_id = "createCampaign", tag = "campaigns", security(("admin" = [])),
     request_body = CampaignRequest,
     responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key: keys never create campaigns", body = ErrorBody),
               (status = 404, description = "unknown app", body = ErrorBody),
               (status = 413, body = ErrorBody),
               (status = 422, description = "an invalid field, named in error and message", body = ErrorBody)))]
@@ -68,16 +74,25 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-/// Campaigns, newest first.
-#[utoipa::path(get, path = "/v1/campaigns", operation_id = "listCampaigns", tag = "campaigns", security(("admin" = [])),
+/// Campaigns, newest first. An API key (with `read`) sees its own app's only.
+#[utoipa::path(get, path = "/v1/campaigns", operation_id = "listCampaigns", tag = "campaigns", security(("admin" = []), ("api_key" = ["read"])),
     params(ListQuery),
     responses((status = 200, body = CampaignList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key without read, or naming another app", body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn list(
-    _: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let appid = match (caller.key_app(), query.appid.as_deref()) {
+        (None, appid) => appid,
+        (Some(own), appid) => {
+            let appid = appid.unwrap_or(own);
+            caller.allow(appid, &[Scope::Read])?;
+            Some(appid)
+        }
+    };
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(
@@ -85,7 +100,7 @@ pub async fn list(
             "limit must be 1 to 1000",
         ));
     }
-    let rows = store::list(&state.pool, query.appid.as_deref(), limit).await?;
+    let rows = store::list(&state.pool, appid, limit).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut totals = store::totals_of(&state.pool, &ids).await?;
     let items = rows
@@ -99,15 +114,16 @@ pub async fn list(
 }
 
 /// A campaign with its totals over all runs.
-#[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getCampaign", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getCampaign", tag = "campaigns", security(("admin" = []), ("api_key" = ["read"])),
     params(("id" = Uuid, Path, description = "the campaign's id")),
-    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key of another app or without read", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
-    _: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(render_one(&state, row).await?))
 }
 
@@ -133,7 +149,8 @@ async fn apply(
 /// Pauses a scheduled or running campaign.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/pause", operation_id = "pauseCampaign", tag = "campaigns", security(("admin" = [])),
     params(("id" = Uuid, Path, description = "the campaign's id")),
-    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key: keys never change campaigns", body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn pause(
     _: Admin,
@@ -146,7 +163,8 @@ pub async fn pause(
 /// Resumes a paused campaign.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/resume", operation_id = "resumeCampaign", tag = "campaigns", security(("admin" = [])),
     params(("id" = Uuid, Path, description = "the campaign's id")),
-    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key: keys never change campaigns", body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn resume(
     _: Admin,
@@ -159,7 +177,8 @@ pub async fn resume(
 /// Cancels a campaign that has not ended.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", operation_id = "cancelCampaign", tag = "campaigns", security(("admin" = [])),
     params(("id" = Uuid, Path, description = "the campaign's id")),
-    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key: keys never change campaigns", body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "the transition makes no sense now", body = ErrorBody)))]
 pub async fn cancel(
     _: Admin,
@@ -170,15 +189,16 @@ pub async fn cancel(
 }
 
 /// The campaign's runs (one per firing), newest first, with totals.
-#[utoipa::path(get, path = "/v1/campaigns/{id}/runs", operation_id = "listCampaignRuns", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}/runs", operation_id = "listCampaignRuns", tag = "campaigns", security(("admin" = []), ("api_key" = ["read"])),
     params(("id" = Uuid, Path, description = "the campaign's id")),
-    responses((status = 200, body = RunList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunList), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key of another app or without read", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
-    _: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &caller, &id).await?;
     let items = runs::runs(&state.pool, row.id).await?;
     Ok(HttpResponse::Ok().json(RunList {
         items: items.into_iter().map(RunView::from).collect(),
@@ -200,17 +220,18 @@ pub struct DeliveriesQuery {
 }
 
 /// The campaign's deliveries, one page at a time.
-#[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", operation_id = "listCampaignDeliveries", tag = "campaigns", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/campaigns/{id}/deliveries", operation_id = "listCampaignDeliveries", tag = "campaigns", security(("admin" = []), ("api_key" = ["read"])),
     params(("id" = Uuid, Path, description = "the campaign's id"), DeliveriesQuery),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "an API key of another app or without read", body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deliveries(
-    _: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &caller, &id).await?;
     let q = query.into_inner();
     let status = match q.status.as_deref() {
         None => None,

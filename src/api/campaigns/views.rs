@@ -148,7 +148,7 @@ pub enum ErrCode {
 }
 
 impl ErrCode {
-    fn from_record(code: &str) -> Self {
+    pub fn from_record(code: &str) -> Self {
         code.parse()
             .map(Self::WeChat)
             .unwrap_or_else(|_| Self::Word(code.to_string()))

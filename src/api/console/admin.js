@@ -257,7 +257,7 @@
 
   // ---------- views ----------
 
-  const VIEWS = ['login', 'dashboard', 'new', 'campaign'];
+  const VIEWS = ['login', 'dashboard', 'new', 'campaign', 'app'];
 
   function show(name) {
     view.gen++;
@@ -280,6 +280,7 @@
     let m;
     if (path === '/new') showNew(params.get('appid'));
     else if ((m = /^\/campaigns\/([^/]+)$/.exec(path))) showCampaign(decodeURIComponent(m[1]));
+    else if ((m = /^\/apps\/([^/]+)$/.exec(path))) showApp(decodeURIComponent(m[1]));
     else showDashboard();
   }
 
@@ -289,9 +290,11 @@
     apps = [];
     csvAudience = null;
     // Leave nothing of the signed-in session in the page.
-    for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview']) {
+    for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview',
+      'keys-body', 'messages-body']) {
       $(id).replaceChildren();
     }
+    closeKeyDialog();
     $('campaign-form').reset();
     $('token-input').value = '';
     showError($('login-error'), message || '');
@@ -381,6 +384,9 @@
         el('p', { class: 'error', 'data-testid': 'app-stats-error', hidden: true }),
         el('div', { class: 'actions' },
           el('a', { class: 'button', href: '#/new?appid=' + encodeURIComponent(a.appid) }, 'New campaign'),
+          el('a', {
+            class: 'button', href: '#/apps/' + encodeURIComponent(a.appid), 'data-testid': 'app-keys-link',
+          }, 'Keys & messages'),
           el('button', {
             type: 'button',
             onclick: () => { $('campaigns-app').value = a.appid; loadCampaigns(view.gen); },
@@ -799,6 +805,178 @@
       await loadDeliveries(view.gen, deliveries.id, true);
     } finally {
       more.disabled = false;
+    }
+  });
+
+  // ---------- one app: API keys and triggered messages ----------
+
+  const appView = { appid: null, next: null };
+  const appPath = () => '/v1/apps/' + encodeURIComponent(appView.appid);
+
+  async function showApp(appid) {
+    const gen = show('app');
+    appView.appid = appid;
+    appView.next = null;
+    $('av-appid').textContent = appid;
+    $('av-meta').textContent = '';
+    for (const id of ['av-error', 'keys-error', 'messages-error']) showError($(id), '');
+    $('keys-body').replaceChildren();
+    $('messages-body').replaceChildren();
+    $('messages-more').hidden = true;
+    document.title = appid + ' · formpush admin';
+    await Promise.all([loadAppMeta(gen), loadKeys(gen), loadMessages(gen, false)]);
+  }
+
+  async function loadAppMeta(gen) {
+    let a;
+    try {
+      a = await api('GET', appPath());
+    } catch (e) {
+      if (gen === view.gen) showError($('av-error'), e.message);
+      return;
+    }
+    if (gen !== view.gen) return;
+    $('av-meta').textContent = `send rate ${a.send_rate_per_sec}/s · ` +
+      (a.webhook_url ? `webhook ${a.webhook_url}` : 'no webhook (set webhook_url with PUT /v1/apps/{appid})');
+  }
+
+  async function loadKeys(gen) {
+    showError($('keys-error'), '');
+    let r;
+    try {
+      r = await api('GET', appPath() + '/keys');
+    } catch (e) {
+      if (gen === view.gen) showError($('keys-error'), e.message);
+      return;
+    }
+    if (gen !== view.gen) return;
+    const items = r.items || [];
+    $('keys-empty').hidden = items.length > 0;
+    $('keys-body').replaceChildren(...items.map((k) => el('tr', { 'data-testid': 'key-row', 'data-id': k.id },
+      el('td', { 'data-testid': 'key-name' }, k.name),
+      el('td', null, (k.scopes || []).join(', ')),
+      el('td', { class: 'mono', 'data-testid': 'key-prefix' }, k.prefix + '…'),
+      el('td', null, fmtTime(k.created_at)),
+      el('td', null, fmtTime(k.last_used_at)),
+      el('td', null, el('button', {
+        type: 'button', class: 'danger', 'data-testid': 'key-revoke', onclick: () => revokeKey(k),
+      }, 'Revoke')))));
+  }
+
+  async function revokeKey(k) {
+    if (!window.confirm(`Revoke the key "${k.name}" (${k.prefix}…)? Backends using it get 401 at once.`)) return;
+    const gen = view.gen;
+    try {
+      await api('DELETE', `${appPath()}/keys/${encodeURIComponent(k.id)}`);
+      flash(`Key "${k.name}" revoked.`);
+    } catch (e) {
+      if (gen === view.gen) showError($('keys-error'), e.message);
+      return;
+    }
+    await loadKeys(gen);
+  }
+
+  $('key-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError($('keys-error'), '');
+    const name = $('kf-name').value.trim();
+    const scopes = [...$('key-form').querySelectorAll('input[name="scope"]:checked')].map((c) => c.value);
+    if (!name) {
+      showError($('keys-error'), 'enter a name for the key');
+      return;
+    }
+    if (!scopes.length) {
+      showError($('keys-error'), 'choose at least one scope');
+      return;
+    }
+    const gen = view.gen;
+    const button = $('key-form').querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      const created = await api('POST', appPath() + '/keys', { name, scopes });
+      if (gen !== view.gen) return;
+      $('key-form').reset();
+      openKeyDialog(created.key);
+      await loadKeys(gen);
+    } catch (e) {
+      if (gen === view.gen) showError($('keys-error'), e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // The key lives in the dialog's field only while the dialog is open.
+  function openKeyDialog(key) {
+    $('kd-key').value = key;
+    $('kd-copied').textContent = '';
+    $('key-dialog').showModal();
+    $('kd-key').select();
+  }
+
+  function closeKeyDialog() {
+    $('kd-key').value = '';
+    $('kd-copied').textContent = '';
+    if ($('key-dialog').open) $('key-dialog').close();
+  }
+
+  $('kd-copy').addEventListener('click', async () => {
+    const field = $('kd-key');
+    try {
+      await navigator.clipboard.writeText(field.value);
+    } catch (_) {
+      // No clipboard API (an http origin other than localhost): copy the selection.
+      field.select();
+      document.execCommand('copy');
+    }
+    $('kd-copied').textContent = 'Copied.';
+  });
+  $('kd-done').addEventListener('click', closeKeyDialog);
+  // Escape closes the dialog too: forget the key then as well.
+  $('key-dialog').addEventListener('close', () => { $('kd-key').value = ''; });
+
+  function messageRow(m) {
+    return el('tr', { 'data-testid': 'message-row', 'data-id': m.id, 'data-status': m.status },
+      el('td', null, fmtTime(m.created_at)),
+      el('td', { class: 'mono', 'data-testid': 'message-openid' }, m.openid),
+      el('td', null, m.kind),
+      el('td', { class: 'mono' }, m.template_id),
+      el('td', null, badge(m.status, 'message-status')),
+      el('td', null, fmtTime(m.send_at)),
+      el('td', { class: 'num' }, m.errcode === null || m.errcode === undefined ? '—' : String(m.errcode)),
+      el('td', null, m.errmsg || '—'));
+  }
+
+  async function loadMessages(gen, more) {
+    showError($('messages-error'), '');
+    const q = new URLSearchParams({ limit: '50' });
+    const status = $('messages-status').value;
+    if (status) q.set('status', status);
+    if (more && appView.next) q.set('after', appView.next);
+    let r;
+    try {
+      r = await api('GET', `${appPath()}/messages?${q}`);
+    } catch (e) {
+      if (gen === view.gen) showError($('messages-error'), e.message);
+      return;
+    }
+    if (gen !== view.gen) return;
+    const rows = (r.items || []).map(messageRow);
+    if (more) $('messages-body').append(...rows);
+    else $('messages-body').replaceChildren(...rows);
+    appView.next = r.next || null;
+    $('messages-more').hidden = !appView.next;
+    $('messages-empty').hidden = $('messages-body').children.length > 0;
+  }
+
+  $('messages-status').addEventListener('change', () => loadMessages(view.gen, false));
+  $('messages-refresh').addEventListener('click', () => loadMessages(view.gen, false));
+  $('messages-more').addEventListener('click', async () => {
+    const button = $('messages-more');
+    button.disabled = true;
+    try {
+      await loadMessages(view.gen, true);
+    } finally {
+      button.disabled = false;
     }
   });
 

@@ -130,15 +130,127 @@ pub struct CampaignSpec {
     pub schedule: Schedule,
 }
 
+/// What a message says and how it is sent: the part a campaign and a triggered message
+/// share, parsed by the same rules for both.
+#[derive(Clone, Debug)]
+pub struct Content {
+    pub kind: CampaignKind,
+    pub template_id: String,
+    pub page: Option<String>,
+    pub data: Map<String, Value>,
+    pub emphasis_keyword: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    pub formid_pick: FormidPick,
+}
+
+/// The content fields of a request, as received (after `kind`, parsed first).
+pub struct ContentFields {
+    pub template_id: String,
+    pub page: Option<String>,
+    pub data: Value,
+    pub emphasis_keyword: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    pub formid_pick: Option<String>,
+}
+
+pub fn parse_kind(kind: &str) -> Result<CampaignKind, FieldError> {
+    CampaignKind::parse(kind).ok_or_else(|| {
+        FieldError::new(
+            "invalid_kind",
+            format!("kind {kind:?} must be template or subscribe"),
+        )
+    })
+}
+
+impl Content {
+    /// Checks the template, page, data and the fields only one kind takes.
+    pub fn parse(kind: CampaignKind, f: ContentFields) -> Result<Self, FieldError> {
+        if f.template_id.is_empty() || f.template_id.len() > MAX_TEMPLATE_ID {
+            return Err(FieldError::new(
+                "invalid_template_id",
+                format!("template_id must be 1 to {MAX_TEMPLATE_ID} characters"),
+            ));
+        }
+        if let Some(page) = &f.page {
+            if page.len() > MAX_PAGE {
+                return Err(FieldError::new(
+                    "invalid_page",
+                    format!("page must be at most {MAX_PAGE} characters"),
+                ));
+            }
+        }
+        let data = parse_data(f.data)?;
+        match kind {
+            CampaignKind::Template => {
+                if f.miniprogram_state.is_some() || f.lang.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "miniprogram_state and lang are for subscribe messages only",
+                    ));
+                }
+            }
+            CampaignKind::Subscribe => {
+                if f.emphasis_keyword.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "emphasis_keyword is for template messages only",
+                    ));
+                }
+                if f.formid_pick.is_some() {
+                    return Err(FieldError::new(
+                        "invalid_field",
+                        "formid_pick is for template messages only",
+                    ));
+                }
+                check_one_of(
+                    "miniprogram_state",
+                    &f.miniprogram_state,
+                    &["developer", "trial", "formal"],
+                )?;
+                check_one_of("lang", &f.lang, &["zh_CN", "en_US", "zh_HK", "zh_TW"])?;
+            }
+        }
+        let formid_pick = match f.formid_pick.as_deref() {
+            None | Some("freshest") => FormidPick::Freshest,
+            Some("expiring_first") => FormidPick::ExpiringFirst,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "invalid_formid_pick",
+                    format!("formid_pick {other:?} must be freshest or expiring_first"),
+                ))
+            }
+        };
+        Ok(Self {
+            kind,
+            template_id: f.template_id,
+            page: f.page.filter(|p| !p.is_empty()),
+            data,
+            emphasis_keyword: f.emphasis_keyword.filter(|k| !k.is_empty()),
+            miniprogram_state: f.miniprogram_state,
+            lang: f.lang,
+            formid_pick,
+        })
+    }
+}
+
 impl CampaignSpec {
     pub fn parse(req: CampaignRequest) -> Result<Self, FieldError> {
-        check_no_nul(&req)?;
-        let kind = CampaignKind::parse(&req.kind).ok_or_else(|| {
-            FieldError::new(
-                "invalid_kind",
-                format!("kind {:?} must be template or subscribe", req.kind),
-            )
-        })?;
+        check_no_nul(
+            &[
+                ("name", Some(&req.name)),
+                ("template_id", Some(&req.template_id)),
+                ("page", req.page.as_ref()),
+                ("emphasis_keyword", req.emphasis_keyword.as_ref()),
+            ],
+            &[
+                ("data", &req.data),
+                ("audience", &req.audience),
+                ("schedule", &req.schedule),
+            ],
+        )?;
+        let kind = parse_kind(&req.kind)?;
         if req.appid.is_empty() {
             return Err(FieldError::new("invalid_appid", "appid must not be empty"));
         }
@@ -149,61 +261,18 @@ impl CampaignSpec {
                 format!("name must be 1 to {MAX_NAME} characters"),
             ));
         }
-        if req.template_id.is_empty() || req.template_id.len() > MAX_TEMPLATE_ID {
-            return Err(FieldError::new(
-                "invalid_template_id",
-                format!("template_id must be 1 to {MAX_TEMPLATE_ID} characters"),
-            ));
-        }
-        if let Some(page) = &req.page {
-            if page.len() > MAX_PAGE {
-                return Err(FieldError::new(
-                    "invalid_page",
-                    format!("page must be at most {MAX_PAGE} characters"),
-                ));
-            }
-        }
-        let data = parse_data(req.data)?;
-        match kind {
-            CampaignKind::Template => {
-                if req.miniprogram_state.is_some() || req.lang.is_some() {
-                    return Err(FieldError::new(
-                        "invalid_field",
-                        "miniprogram_state and lang are for subscribe campaigns only",
-                    ));
-                }
-            }
-            CampaignKind::Subscribe => {
-                if req.emphasis_keyword.is_some() {
-                    return Err(FieldError::new(
-                        "invalid_field",
-                        "emphasis_keyword is for template campaigns only",
-                    ));
-                }
-                if req.formid_pick.is_some() {
-                    return Err(FieldError::new(
-                        "invalid_field",
-                        "formid_pick is for template campaigns only",
-                    ));
-                }
-                check_one_of(
-                    "miniprogram_state",
-                    &req.miniprogram_state,
-                    &["developer", "trial", "formal"],
-                )?;
-                check_one_of("lang", &req.lang, &["zh_CN", "en_US", "zh_HK", "zh_TW"])?;
-            }
-        }
-        let formid_pick = match req.formid_pick.as_deref() {
-            None | Some("freshest") => FormidPick::Freshest,
-            Some("expiring_first") => FormidPick::ExpiringFirst,
-            Some(other) => {
-                return Err(FieldError::new(
-                    "invalid_formid_pick",
-                    format!("formid_pick {other:?} must be freshest or expiring_first"),
-                ))
-            }
-        };
+        let content = Content::parse(
+            kind,
+            ContentFields {
+                template_id: req.template_id,
+                page: req.page,
+                data: req.data,
+                emphasis_keyword: req.emphasis_keyword,
+                miniprogram_state: req.miniprogram_state,
+                lang: req.lang,
+                formid_pick: req.formid_pick,
+            },
+        )?;
         let audience: Audience = serde_json::from_value(req.audience).map_err(|e| {
             FieldError::new(
                 "invalid_audience",
@@ -218,38 +287,30 @@ impl CampaignSpec {
             )
         })?;
         let schedule = Schedule::parse(schedule)?;
-        check_placeholders(&data, &audience)?;
+        check_placeholders(&content.data, &audience)?;
         Ok(Self {
             appid: req.appid,
             name,
-            kind,
-            template_id: req.template_id,
-            page: req.page.filter(|p| !p.is_empty()),
-            data,
-            emphasis_keyword: req.emphasis_keyword.filter(|k| !k.is_empty()),
-            miniprogram_state: req.miniprogram_state,
-            lang: req.lang,
-            formid_pick,
+            kind: content.kind,
+            template_id: content.template_id,
+            page: content.page,
+            data: content.data,
+            emphasis_keyword: content.emphasis_keyword,
+            miniprogram_state: content.miniprogram_state,
+            lang: content.lang,
+            formid_pick: content.formid_pick,
             audience,
             schedule,
         })
     }
 }
 
-/// Postgres text and jsonb cannot hold NUL (U+0000): refused here, before anything (such as
-/// the audience's users) is stored.
-fn check_no_nul(req: &CampaignRequest) -> Result<(), FieldError> {
-    let texts = [
-        ("name", Some(&req.name)),
-        ("template_id", Some(&req.template_id)),
-        ("page", req.page.as_ref()),
-        ("emphasis_keyword", req.emphasis_keyword.as_ref()),
-    ];
-    let documents = [
-        ("data", &req.data),
-        ("audience", &req.audience),
-        ("schedule", &req.schedule),
-    ];
+/// Postgres text and jsonb cannot hold NUL (U+0000): refused before anything (such as a
+/// campaign audience's users) is stored, naming the first field that holds one.
+pub fn check_no_nul(
+    texts: &[(&str, Option<&String>)],
+    documents: &[(&str, &Value)],
+) -> Result<(), FieldError> {
     let field = texts
         .iter()
         .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
@@ -361,6 +422,23 @@ fn check_placeholders(data: &Map<String, Value>, audience: &Audience) -> Result<
         }
     }
     Ok(())
+}
+
+/// Data without per-user `vars` (a triggered message): only the built-ins resolve.
+pub fn check_builtin_placeholders(data: &Map<String, Value>) -> Result<(), FieldError> {
+    match placeholders(data)
+        .into_iter()
+        .find(|name| !BUILTIN_PLACEHOLDERS.contains(&name.as_str()))
+    {
+        Some(name) => Err(FieldError::new(
+            "unknown_placeholder",
+            format!(
+                "placeholder {{{{{name}}}}} is not built in; a message may use only {}",
+                BUILTIN_PLACEHOLDERS.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
