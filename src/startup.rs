@@ -18,6 +18,7 @@ use crate::domain::session::SessionSigner;
 use crate::error::{self, ApiError};
 use crate::scheduler::{
     pipeline::{Pipeline, SendSettings},
+    templates::TemplateSync,
     Scheduler,
 };
 use crate::store::{self, apps::AppUpsert};
@@ -77,12 +78,19 @@ impl Application {
         let wechat = WeChatClient::new(&settings.wechat_api_base, settings.wechat_timeout)?;
         let tokens = TokenManager::new(pool.clone(), wechat.clone());
         let settings = Arc::new(settings);
+        let template_sync = TemplateSync::new(
+            pool.clone(),
+            wechat.clone(),
+            tokens.clone(),
+            settings.retry_backoff,
+        );
         let state = AppState {
             pool: pool.clone(),
             settings: settings.clone(),
             signer,
             wechat: wechat.clone(),
             tokens: tokens.clone(),
+            template_sync: template_sync.clone(),
             credit_writer: crate::store::batcher::CreditWriter::start(pool.clone()),
             login_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
                 std::num::NonZeroU32::new(settings.session_rate_per_min)
@@ -137,7 +145,7 @@ impl Application {
                 tokens,
                 SendSettings::from(settings.as_ref()),
             );
-            Scheduler::new(pool, pipeline, shutdown.clone())
+            Scheduler::new(pool, pipeline, template_sync, shutdown.clone())
         });
         let jobs = match (&scheduler, settings.scheduler) {
             (Some(scheduler), SchedulerMode::On) => Some(scheduler.start().await?),

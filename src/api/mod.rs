@@ -12,6 +12,7 @@ mod routes;
 pub mod sessions;
 mod state;
 pub mod subscriptions;
+pub mod templates;
 pub mod wechat_push;
 
 pub use routes::routes;

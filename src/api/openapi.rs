@@ -41,6 +41,8 @@ impl Modify for BearerSchemes {
         super::apps::get_app,
         super::apps::list_apps,
         super::apps::stats,
+        super::templates::sync,
+        super::templates::list,
         super::formids::import,
         super::campaigns::create,
         super::campaigns::list,

@@ -4,7 +4,8 @@ use actix_web::web;
 use utoipa_scalar::Servable;
 
 use super::{
-    apps, campaigns, console, formids, health, openapi, sessions, subscriptions, wechat_push,
+    apps, campaigns, console, formids, health, openapi, sessions, subscriptions, templates,
+    wechat_push,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -37,6 +38,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/apps/{appid}/subscriptions",
                     web::post().to(subscriptions::record),
+                )
+                .route("/apps/{appid}/templates", web::get().to(templates::list))
+                .route(
+                    "/apps/{appid}/templates:sync",
+                    web::post().to(templates::sync),
                 )
                 .route("/campaigns", web::post().to(campaigns::create))
                 .route("/campaigns", web::get().to(campaigns::list))

@@ -9,6 +9,8 @@ pub mod delivery;
 pub mod formid;
 pub mod session;
 pub mod subscription;
+pub mod template;
+pub mod template_rules;
 
 /// A 422 with the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,13 @@
 //! app's rate limit, then record every outcome and its credit side effects in one
 //! transaction. What each WeChat answer means is decided by `rules::decide`, a pure
 //! function.
+//!
+//! A subscribe campaign on a synced template whose data has per-user placeholders is
+//! claimed in two steps: the batch's pending deliveries are read and each user's data
+//! rendered and checked against the template's rules (loaded once per run), then one
+//! statement fails the broken ones (`invalid_data`) and spends grants for the rest only.
 
+use std::collections::{hash_map::Entry, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +31,7 @@ use crate::config::Settings;
 use crate::domain::app::App;
 use crate::domain::campaign::{render_data, CampaignKind};
 use crate::domain::delivery::DeliveryStatus;
+use crate::domain::template::DataRules;
 use crate::store::{
     self,
     deliveries::{Claimed, CreditEffects, Outcome},
@@ -66,7 +73,26 @@ struct Batch<'a> {
     /// The campaign's `data`, rendered per user.
     data: Map<String, Value>,
     timezone: Tz,
+    /// The synced template's rules for this run's data, if any.
+    rules: Option<&'a DataRules>,
     limiter: &'a DefaultDirectRateLimiter,
+}
+
+impl Batch<'_> {
+    /// One user's data as sent: placeholders filled, over-long values cut under
+    /// `data_policy: truncate`.
+    fn render(&self, openid: &str, vars: Option<&Value>) -> Map<String, Value> {
+        let empty = Map::new();
+        let vars = match vars {
+            Some(Value::Object(m)) => m,
+            _ => &empty,
+        };
+        let mut rendered = render_data(&self.data, openid, vars, Utc::now(), self.timezone);
+        if let Some(rules) = self.rules {
+            rules.truncate(&mut rendered);
+        }
+        rendered
+    }
 }
 
 #[derive(Clone)]
@@ -109,7 +135,9 @@ impl Pipeline {
         let mut limiter = Arc::new(rate_limiter(app.send_rate_per_sec));
         let mut renewed = Instant::now();
         // Per run: the highest delivery id claimed in the current pass.
-        let mut cursors: std::collections::HashMap<Uuid, i64> = Default::default();
+        let mut cursors: HashMap<Uuid, i64> = Default::default();
+        // Per run: its synced template's rules, read once (not per batch or user).
+        let mut rules: HashMap<Uuid, Option<DataRules>> = Default::default();
         store::deliveries::recover_stale(&self.pool, appid).await?;
         tracing::info!(%appid, "sender started");
         while !shutdown.is_cancelled() {
@@ -139,10 +167,15 @@ impl Pipeline {
             if runs.is_empty() {
                 break;
             }
+            rules.retain(|run_id, _| runs.iter().any(|r| r.run_id == *run_id));
             let mut claimed_any = false;
             for run in &runs {
+                if let Entry::Vacant(unseen) = rules.entry(run.run_id) {
+                    unseen.insert(self.data_rules(appid, run).await?);
+                }
+                let run_rules = rules.get(&run.run_id).and_then(Option::as_ref);
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
-                let (claimed, last_id) = self.step(&app, run, &limiter, after).await?;
+                let (claimed, last_id) = self.step(&app, run, run_rules, &limiter, after).await?;
                 if claimed > 0 {
                     cursors.insert(run.run_id, last_id);
                     claimed_any = true;
@@ -168,20 +201,81 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The rules a subscribe run's data must follow, from its template as last synced;
+    /// `None` for template runs and templates never synced (not checked).
+    async fn data_rules(&self, appid: &str, run: &ActiveRun) -> sqlx::Result<Option<DataRules>> {
+        if run.kind != CampaignKind::Subscribe {
+            return Ok(None);
+        }
+        let Some(template) = store::templates::find(&self.pool, appid, &run.template_id).await?
+        else {
+            return Ok(None);
+        };
+        let data = match &run.data {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        Ok(Some(DataRules::new(&template, &data, run.data_policy)))
+    }
+
     /// Claims (ids above `after`), sends and records one batch of a run. Returns how many
     /// deliveries it claimed and the highest id among them.
     pub async fn step(
         &self,
         app: &App,
         run: &ActiveRun,
+        rules: Option<&DataRules>,
         limiter: &Arc<DefaultDirectRateLimiter>,
         after: i64,
     ) -> anyhow::Result<(usize, i64)> {
         let limit = self.settings.concurrency as i64;
         let lease_secs = self.settings.send_lease.as_secs_f64();
         let claimed_at = Instant::now();
-        let claimed = match run.kind {
-            CampaignKind::Template => {
+        let batch = Batch {
+            app,
+            run,
+            data: match &run.data {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            },
+            timezone: run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            rules,
+            limiter,
+        };
+        // Data checked before the claim, ready to send, by delivery id.
+        let mut prepared: HashMap<i64, Map<String, Value>> = HashMap::new();
+        let claimed = match (run.kind, rules) {
+            (CampaignKind::Subscribe, Some(rules)) if rules.checks_each_user() => {
+                let pending =
+                    store::deliveries::pending_batch(&self.pool, run.run_id, limit, after).await?;
+                let mut ids = Vec::with_capacity(pending.len());
+                let mut problems = Vec::with_capacity(pending.len());
+                for p in pending {
+                    let mut data = batch.render(&p.openid, p.vars.as_ref());
+                    ids.push(p.id);
+                    match rules.apply(&mut data) {
+                        Ok(()) => {
+                            prepared.insert(p.id, data);
+                            problems.push(None);
+                        }
+                        Err(problem) => problems.push(Some(problem)),
+                    }
+                }
+                if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    store::deliveries::claim_subscribe_checked(
+                        &self.pool,
+                        run.run_id,
+                        &run.template_id,
+                        lease_secs,
+                        &ids,
+                        &problems,
+                    )
+                    .await?
+                }
+            }
+            (CampaignKind::Template, _) => {
                 store::deliveries::claim_template_batch(
                     &self.pool,
                     run.run_id,
@@ -192,7 +286,7 @@ impl Pipeline {
                 )
                 .await?
             }
-            CampaignKind::Subscribe => {
+            (CampaignKind::Subscribe, _) => {
                 store::deliveries::claim_subscribe_batch(
                     &self.pool,
                     run.run_id,
@@ -213,18 +307,11 @@ impl Pipeline {
         if to_send.is_empty() {
             return Ok((count, last_id));
         }
-        let batch = Batch {
-            app,
-            run,
-            data: match &run.data {
-                Value::Object(m) => m.clone(),
-                _ => Map::new(),
-            },
-            timezone: run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            limiter,
-        };
         let results: Vec<Delivered> = futures::stream::iter(to_send)
-            .map(|d| self.deliver(&batch, d))
+            .map(|d| {
+                let data = prepared.remove(&d.id);
+                self.deliver(&batch, d, data)
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
@@ -273,21 +360,17 @@ impl Pipeline {
         Ok((count, last_id))
     }
 
-    /// Sends one claimed delivery (with its retries) and decides its outcome.
-    async fn deliver(&self, batch: &Batch<'_>, delivery: Claimed) -> Delivered {
+    /// Sends one claimed delivery (with its retries) and decides its outcome. `prepared`:
+    /// its data as rendered and checked before the claim; rendered now when absent.
+    async fn deliver(
+        &self,
+        batch: &Batch<'_>,
+        delivery: Claimed,
+        prepared: Option<Map<String, Value>>,
+    ) -> Delivered {
         let Batch { app, run, .. } = *batch;
-        let empty = Map::new();
-        let vars = match &delivery.vars {
-            Some(Value::Object(m)) => m,
-            _ => &empty,
-        };
-        let rendered = render_data(
-            &batch.data,
-            &delivery.openid,
-            vars,
-            Utc::now(),
-            batch.timezone,
-        );
+        let rendered =
+            prepared.unwrap_or_else(|| batch.render(&delivery.openid, delivery.vars.as_ref()));
         let mut attempt = Attempt {
             kind: run.kind,
             outcome_unknown: delivery.outcome_unknown,

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod leases;
 pub mod push_events;
 pub mod runs;
+pub mod templates;
 pub mod users;
 
 /// Postgres text cannot hold NUL (U+0000), so no stored value contains one. A lookup by such

@@ -11,6 +11,7 @@ use crate::domain::campaign::{
     AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
 };
 use crate::domain::delivery::ShownDeliveryStatus;
+use crate::domain::template::DataPolicy;
 use crate::store::campaigns::CampaignRow;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::runs::RunRow;
@@ -32,6 +33,9 @@ pub struct CampaignView {
     pub lang: Option<String>,
     /// template campaigns only (null for subscribe campaigns)
     pub formid_pick: Option<FormidPick>,
+    /// subscribe campaigns only (null for template campaigns): what happens to a value
+    /// longer than its keyword's rule allows
+    pub data_policy: Option<DataPolicy>,
     pub audience: AudienceView,
     pub status: CampaignStatus,
     /// why a paused campaign is paused
@@ -62,6 +66,7 @@ impl CampaignView {
     pub fn new(row: CampaignRow, totals: Totals) -> Self {
         Self {
             formid_pick: (row.kind == CampaignKind::Template).then_some(row.formid_pick),
+            data_policy: (row.kind == CampaignKind::Subscribe).then_some(row.data_policy),
             audience: AudienceView {
                 audience_type: row.audience_type,
             },
