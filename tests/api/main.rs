@@ -12,4 +12,5 @@ mod multi_instance;
 mod push;
 mod sessions;
 mod subscriptions;
+mod templates;
 mod tokens;
