@@ -379,7 +379,10 @@ fn date_prefix(s: &str) -> Option<usize> {
         let (month, rest) = rest.split_once('月')?;
         let (day, _) = rest.split_once('日')?;
         let len = year.len() + month.len() + day.len() + 3 * '年'.len_utf8();
-        let ok = year.len() == 4 && (1..=2).contains(&month.len()) && (1..=2).contains(&day.len());
+        let ok = year.len() == 4
+            && (1..=2).contains(&month.len())
+            && (1..=2).contains(&day.len())
+            && [year, month, day].iter().all(|f| is_digits(f));
         return (ok && valid_date(Some(year), month, Some(day))).then_some(len);
     }
     // 2019-10-01, 2019/10/01, 2019.10.01, 2019-10, 10-01: the date runs to the first space.
@@ -509,6 +512,7 @@ mod tests {
         ("date7", "15:01", false),
         ("date7", "yesterday", false),
         ("date7", "2019年10月", false),
+        ("date7", "2019年+1月1日", false),
         ("date7", "2019-10-01 25:00", false),
         // amount: one currency symbol, up to 10 digits, decimals, optional 元
         ("amount8", "¥100", true),
@@ -691,7 +695,7 @@ mod tests {
                 prop_oneof![
                     4 => proptest::char::range('0', '9'),
                     1 => proptest::sample::select(vec![
-                        '-', '/', '.', ':', ' ', '~', '年', '月', '日', '¥', '元', '$'
+                        '-', '/', '.', ':', ' ', '~', '年', '月', '日', '¥', '元', '$', '+'
                     ]),
                 ],
                 0..25,
