@@ -533,3 +533,34 @@ async fn without_a_sync_wechat_refuses_broken_data_with_47003_and_the_campaign_s
     let outcomes = app.wechat.send_outcomes(MessageKind::Subscribe);
     assert_eq!(outcomes.get("47003"), Some(&2), "{outcomes:?}");
 }
+
+#[sqlx::test]
+async fn the_template_endpoints_and_data_policy_are_described_in_openapi(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_stepped(db, &[]).await;
+    let spec: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = &spec["paths"];
+    assert!(paths["/v1/apps/{appid}/templates:sync"]["post"]["responses"]["502"].is_object());
+    assert!(paths["/v1/apps/{appid}/templates"]["get"].is_object());
+    let schemas = &spec["components"]["schemas"];
+    assert!(schemas["TemplateList"].is_object());
+    assert!(schemas["KeywordView"]["properties"]["rule"].is_object());
+    assert_eq!(
+        schemas["DataPolicy"]["enum"],
+        json!(["reject", "truncate"]),
+        "{}",
+        schemas["DataPolicy"]
+    );
+    assert!(schemas["CampaignRequest"]["properties"]["data_policy"].is_object());
+    assert!(schemas["CampaignView"]["properties"]["data_policy"].is_object());
+}
