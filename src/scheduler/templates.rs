@@ -2,6 +2,7 @@
 //! request, and daily for every app synced before. The answer replaces what is stored,
 //! so a sync is idempotent and any number of instances may run one.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -71,7 +72,15 @@ impl TemplateSync {
         let app = store::apps::find(&self.pool, appid)
             .await?
             .ok_or_else(|| SyncError::UnknownApp(appid.to_string()))?;
-        let templates: Vec<Template> = self.fetch(&app).await?.into_iter().map(to_domain).collect();
+        // One row per template id, whatever the answer repeats.
+        let mut seen = HashSet::new();
+        let templates: Vec<Template> = self
+            .fetch(&app)
+            .await?
+            .into_iter()
+            .filter(|t| seen.insert(t.template_id.clone()))
+            .map(to_domain)
+            .collect();
         store::templates::replace_all(&self.pool, appid, &templates, Utc::now()).await?;
         tracing::info!(%appid, templates = templates.len(), "subscribe templates synced");
         Ok(store::templates::list(&self.pool, appid).await?)

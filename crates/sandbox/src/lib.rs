@@ -132,7 +132,7 @@ impl SubscribeTemplate {
     /// The keys of its keywords, as `data` names them (`thing1`).
     pub fn keyword_keys(&self) -> impl Iterator<Item = &str> {
         self.content.split("{{").skip(1).filter_map(|part| {
-            let inner = part.split("}}").next()?;
+            let (inner, _) = part.split_once("}}")?;
             Some(inner.trim().trim_end_matches(".DATA"))
         })
     }
