@@ -5,47 +5,11 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::campaign::has_placeholder;
+use super::campaign::{has_placeholder, DataPolicy};
 use super::template_rules::Rule;
 use super::FieldError;
-
-/// What happens to a value longer than its rule allows.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum DataPolicy {
-    /// A value breaking its rule is refused: `422` at creation, `invalid_data` per user.
-    #[default]
-    Reject,
-    /// Over-long `thing`, `name`, `character_string`, `letter` and `number` values are cut
-    /// to their limit; other broken values are refused as with `reject`.
-    Truncate,
-}
-
-impl DataPolicy {
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "reject" => Some(Self::Reject),
-            "truncate" => Some(Self::Truncate),
-            _ => None,
-        }
-    }
-}
 
 /// One `{{key.DATA}}` of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,12 +7,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::campaign::{
-    Audience, AudienceType, CampaignKind, CampaignSpec, CampaignStatus, FormidPick, PauseReason,
-    Schedule, ScheduleSpec, Totals,
+    Audience, AudienceType, CampaignKind, CampaignSpec, CampaignStatus, DataPolicy, FormidPick,
+    PauseReason, Schedule, ScheduleSpec, Totals,
 };
 
 use super::users;
-use crate::domain::template::DataPolicy;
 
 #[derive(Debug, Clone)]
 pub struct CampaignRow {

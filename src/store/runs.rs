@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::campaigns::{stored_schedule, CampaignRow};
 use crate::domain::campaign::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
+    Totals,
 };
-use crate::domain::template::DataPolicy;
 
 #[derive(Debug, Clone)]
 pub struct RunRow {

@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::campaign::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
+    Totals,
 };
 use crate::domain::delivery::ShownDeliveryStatus;
-use crate::domain::template::DataPolicy;
 use crate::store::campaigns::CampaignRow;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::runs::RunRow;

@@ -8,7 +8,8 @@ mod template_data;
 
 pub use schedule::{parse_cron, parse_timezone, Schedule, ScheduleSpec, DEFAULT_TIMEZONE};
 pub use state::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
+    Totals,
 };
 pub use template_data::{has_placeholder, placeholders, render_data, BUILTIN_PLACEHOLDERS};
 
@@ -17,7 +18,6 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::template::DataPolicy;
 use crate::domain::FieldError;
 
 /// Limits that keep one campaign row reasonable (the body limit caps them further).
