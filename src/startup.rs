@@ -18,6 +18,7 @@ use crate::domain::session::SessionSigner;
 use crate::error::{self, ApiError};
 use crate::scheduler::{
     pipeline::{Pipeline, SendSettings},
+    templates::TemplateSync,
     Scheduler,
 };
 use crate::store::{
@@ -88,6 +89,12 @@ impl Application {
         let wechat = WeChatClient::new(&settings.wechat_api_base, settings.wechat_timeout)?;
         let tokens = TokenManager::new(pool.clone(), wechat.clone());
         let settings = Arc::new(settings);
+        let template_sync = TemplateSync::new(
+            pool.clone(),
+            wechat.clone(),
+            tokens.clone(),
+            settings.retry_backoff,
+        );
         let shutdown = CancellationToken::new();
         let scheduler = (settings.scheduler != SchedulerMode::Off).then(|| {
             let pipeline = Pipeline::new(
@@ -96,7 +103,12 @@ impl Application {
                 tokens.clone(),
                 SendSettings::from(settings.as_ref()),
             );
-            Scheduler::new(pool.clone(), pipeline, shutdown.clone())
+            Scheduler::new(
+                pool.clone(),
+                pipeline,
+                template_sync.clone(),
+                shutdown.clone(),
+            )
         });
         let webhooks = match settings.scheduler {
             SchedulerMode::Off => None,
@@ -111,6 +123,7 @@ impl Application {
             signer,
             wechat: wechat.clone(),
             tokens: tokens.clone(),
+            template_sync: template_sync.clone(),
             credit_writer: crate::store::batcher::CreditWriter::start(pool.clone()),
             login_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
                 std::num::NonZeroU32::new(settings.session_rate_per_min)

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::auth::{AppAccess, NeedSend, NeedSendOrRead};
 use super::campaigns::ErrCode;
 use super::state::AppState;
-use crate::domain::campaign::CampaignKind;
+use crate::domain::campaign::{CampaignKind, DataPolicy};
 use crate::domain::message::{
     body_hash, MessageRequest, MessageSpec, MessageStatus, ShownMessageStatus,
 };
@@ -114,6 +114,16 @@ pub async fn create(
     // A key's app exists (keys go with their app); only the admin can name any app.
     if access.caller.key_app().is_none() && !store::apps::exists(&state.pool, &appid).await? {
         return Err(ApiError::unknown_app(&appid));
+    }
+    // As for campaigns: a synced template's keywords and rules are checked before any credit
+    // is claimed (a template never synced is not checked).
+    if spec.content.kind == CampaignKind::Subscribe {
+        let template = store::templates::find(&state.pool, &appid, &spec.content.template_id);
+        if let Some(template) = template.await? {
+            template
+                .check_data(&spec.content.data, DataPolicy::Reject)
+                .map_err(|e| ApiError::invalid(e.code, e.message))?;
+        }
     }
     match store::messages::create(&state.pool, &appid, &spec, &hash, Utc::now()).await? {
         Created::New(row) => {

@@ -17,6 +17,7 @@ mod routes;
 pub mod sessions;
 mod state;
 pub mod subscriptions;
+pub mod templates;
 pub mod wechat_push;
 
 pub use routes::{metrics_route, routes};

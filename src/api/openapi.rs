@@ -47,6 +47,8 @@ impl Modify for BearerSchemes {
         super::apps::get_app,
         super::apps::list_apps,
         super::apps::stats,
+        super::templates::sync,
+        super::templates::list,
         super::formids::import,
         super::keys::create,
         super::keys::list,

@@ -5,7 +5,7 @@ use actix_web::{web, Resource};
 
 use super::{
     apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions,
-    subscriptions, wechat_push,
+    subscriptions, templates, wechat_push,
 };
 use crate::error::ApiError;
 
@@ -83,6 +83,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/apps/{appid}/messages/{id}", "DELETE, GET")
                         .route(web::get().to(messages::get))
                         .route(web::delete().to(messages::cancel)),
+                )
+                .service(
+                    resource("/apps/{appid}/templates", "GET")
+                        .route(web::get().to(templates::list)),
+                )
+                .service(
+                    resource("/apps/{appid}/templates:sync", "POST")
+                        .route(web::post().to(templates::sync)),
                 )
                 .service(
                     resource("/campaigns", "GET, POST")

@@ -11,6 +11,8 @@ pub mod formid;
 pub mod message;
 pub mod session;
 pub mod subscription;
+pub mod template;
+pub mod template_rules;
 pub mod webhook;
 
 /// A 422 with the field it is about.

@@ -1,6 +1,6 @@
 //! The scheduler: a one-second tick on tokio-cron-scheduler that starts due runs, resumes
 //! quota-paused campaigns and makes sure every app with work has a sender; plus the daily
-//! clean-up of dead formIds.
+//! clean-up of dead formIds and the daily sync of subscribe templates.
 //!
 //! tokio-cron-scheduler does not coordinate instances: every instance fires every job. So
 //! the tick only does things that are safe to race: run rows are unique per firing, and
@@ -16,6 +16,7 @@
 pub mod gate;
 pub mod pipeline;
 pub mod rules;
+pub mod templates;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use uuid::Uuid;
 
 use crate::store;
 use pipeline::{Pace, Pipeline};
+use templates::TemplateSync;
 
 /// Every second, seconds field first: a due run starts within 2 s of its time.
 pub const TICK_SCHEDULE: &str = "*/1 * * * * *";
@@ -46,11 +48,15 @@ struct Worker {
     handle: tokio::task::JoinHandle<()>,
     wake: Arc<Notify>,
 }
+/// Daily at 19:30 UTC = 03:30 Asia/Shanghai: templates changed in the WeChat console are
+/// known before the morning's campaigns.
+pub const TEMPLATE_SYNC_SCHEDULE: &str = "0 30 19 * * *";
 
 #[derive(Clone)]
 pub struct Scheduler {
     pool: PgPool,
     pipeline: Pipeline,
+    templates: TemplateSync,
     instance: Uuid,
     workers: Arc<Mutex<HashMap<String, Worker>>>,
     tick_guard: Arc<tokio::sync::Mutex<()>>,
@@ -78,11 +84,17 @@ impl SenderWaker {
 }
 
 impl Scheduler {
-    pub fn new(pool: PgPool, pipeline: Pipeline, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        pool: PgPool,
+        pipeline: Pipeline,
+        templates: TemplateSync,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (wakes, queue) = mpsc::channel(4096);
         Self {
             pool,
             pipeline,
+            templates,
             instance: Uuid::new_v4(),
             workers: Default::default(),
             tick_guard: Default::default(),
@@ -134,6 +146,16 @@ impl Scheduler {
                         "purged finished webhook events and expired idempotency keys"
                     ),
                     Err(e) => tracing::warn!(error = ?e, "webhook and key clean-up failed"),
+                }
+            })
+        })?)
+        .await?;
+        let me = self.clone();
+        jobs.add(Job::new_async(TEMPLATE_SYNC_SCHEDULE, move |_, _| {
+            let me = me.clone();
+            Box::pin(async move {
+                if let Err(e) = me.sync_templates().await {
+                    tracing::warn!(error = ?e, "daily template sync failed");
                 }
             })
         })?)
@@ -197,6 +219,12 @@ impl Scheduler {
             }
         }
         Ok(apps)
+    }
+
+    /// The daily template sync (also stepped by hand in tests): re-syncs every app synced
+    /// before, each by one instance. Returns how many apps this instance synced.
+    pub async fn sync_templates(&self) -> anyhow::Result<usize> {
+        self.templates.sync_all().await
     }
 
     /// Resumes quota-paused campaigns and starts the runs due at `now`.

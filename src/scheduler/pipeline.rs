@@ -9,8 +9,13 @@
 //! new ones (woken by the API, or every `MESSAGE_POLL`) and sends them with priority on the
 //! pace (`gate`). A sender with nothing left lingers a little, so a stream of messages does
 //! not start a sender (and take the lease) for each one.
+//!
+//! A subscribe campaign on a synced template whose data has per-user placeholders is
+//! claimed in two steps: the batch's pending deliveries are read and each user's data
+//! rendered and checked against the template's rules (loaded once per run), then one
+//! statement fails the broken ones (`invalid_data`) and spends grants for the rest only.
 
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +39,7 @@ use crate::domain::app::App;
 use crate::domain::campaign::{render_data, CampaignKind};
 use crate::domain::delivery::DeliveryStatus;
 use crate::domain::message::MessageStatus;
+use crate::domain::template::DataRules;
 use crate::store::{
     self,
     deliveries::{Claimed, CreditEffects, Outcome},
@@ -82,6 +88,8 @@ struct Batch<'a> {
     /// The campaign's `data`, rendered per user.
     data: Map<String, Value>,
     timezone: Tz,
+    /// The synced template's rules for this run's data, if any.
+    rules: Option<&'a DataRules>,
     gate: &'a SendGate,
 }
 
@@ -121,6 +129,23 @@ enum Stopped {
     Idle,
     LostLease,
     Shutdown,
+}
+
+impl Batch<'_> {
+    /// One user's data as sent: placeholders filled, over-long values cut under
+    /// `data_policy: truncate`.
+    fn render(&self, openid: &str, vars: Option<&Value>) -> Map<String, Value> {
+        let empty = Map::new();
+        let vars = match vars {
+            Some(Value::Object(m)) => m,
+            _ => &empty,
+        };
+        let mut rendered = render_data(&self.data, openid, vars, Utc::now(), self.timezone);
+        if let Some(rules) = self.rules {
+            rules.truncate(&mut rendered);
+        }
+        rendered
+    }
 }
 
 #[derive(Clone)]
@@ -202,6 +227,8 @@ impl Pipeline {
         // Per run: the highest delivery id claimed in the current pass.
         let mut cursors: HashMap<Uuid, i64> = Default::default();
         let mut idle_since: Option<Instant> = None;
+        // Per run: its synced template's rules, read once (not per batch or user).
+        let mut rules: HashMap<Uuid, Option<DataRules>> = Default::default();
         store::deliveries::recover_stale(&self.pool, appid).await?;
         store::messages::recover_stale(&self.pool, appid).await?;
         while !shutdown.is_cancelled() {
@@ -244,11 +271,16 @@ impl Pipeline {
                 continue;
             }
             idle_since = None;
+            rules.retain(|run_id, _| runs.iter().any(|r| r.run_id == *run_id));
             let mut claimed_any = false;
             for run in &runs {
+                if let Entry::Vacant(unseen) = rules.entry(run.run_id) {
+                    unseen.insert(self.data_rules(appid, run).await?);
+                }
+                let run_rules = rules.get(&run.run_id).and_then(Option::as_ref);
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
                 let (claimed, last_id) = self
-                    .step_beside_messages(&app, run, &gate, after, pace)
+                    .step_beside_messages(&app, run, run_rules, &gate, after, pace)
                     .await?;
                 if claimed > 0 {
                     cursors.insert(run.run_id, last_id);
@@ -284,16 +316,17 @@ impl Pipeline {
         &self,
         app: &App,
         run: &ActiveRun,
+        rules: Option<&DataRules>,
         gate: &Arc<SendGate>,
         after: i64,
         pace: &Pace,
     ) -> anyhow::Result<(usize, i64)> {
         let Pace::Live { wake } = pace else {
-            return self.step(app, run, gate, after).await;
+            return self.step(app, run, rules, gate, after).await;
         };
         let batch_done = CancellationToken::new();
         let batch = async {
-            let stepped = self.step(app, run, gate, after).await;
+            let stepped = self.step(app, run, rules, gate, after).await;
             batch_done.cancel();
             stepped
         };
@@ -312,20 +345,81 @@ impl Pipeline {
         stepped
     }
 
+    /// The rules a subscribe run's data must follow, from its template as last synced;
+    /// `None` for template runs and templates never synced (not checked).
+    async fn data_rules(&self, appid: &str, run: &ActiveRun) -> sqlx::Result<Option<DataRules>> {
+        if run.kind != CampaignKind::Subscribe {
+            return Ok(None);
+        }
+        let Some(template) = store::templates::find(&self.pool, appid, &run.template_id).await?
+        else {
+            return Ok(None);
+        };
+        let data = match &run.data {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        Ok(Some(DataRules::new(&template, &data, run.data_policy)))
+    }
+
     /// Claims (ids above `after`), sends and records one batch of a run. Returns how many
     /// deliveries it claimed and the highest id among them.
     pub async fn step(
         &self,
         app: &App,
         run: &ActiveRun,
+        rules: Option<&DataRules>,
         gate: &SendGate,
         after: i64,
     ) -> anyhow::Result<(usize, i64)> {
         let limit = self.settings.concurrency as i64;
         let lease_secs = self.settings.send_lease.as_secs_f64();
         let claimed_at = Instant::now();
-        let claimed = match run.kind {
-            CampaignKind::Template => {
+        let batch = Batch {
+            app,
+            run,
+            data: match &run.data {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            },
+            timezone: run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            rules,
+            gate,
+        };
+        // Data checked before the claim, ready to send, by delivery id.
+        let mut prepared: HashMap<i64, Map<String, Value>> = HashMap::new();
+        let claimed = match (run.kind, rules) {
+            (CampaignKind::Subscribe, Some(rules)) if rules.checks_each_user() => {
+                let pending =
+                    store::deliveries::pending_batch(&self.pool, run.run_id, limit, after).await?;
+                let mut ids = Vec::with_capacity(pending.len());
+                let mut problems = Vec::with_capacity(pending.len());
+                for p in pending {
+                    let mut data = batch.render(&p.openid, p.vars.as_ref());
+                    ids.push(p.id);
+                    match rules.apply(&mut data) {
+                        Ok(()) => {
+                            prepared.insert(p.id, data);
+                            problems.push(None);
+                        }
+                        Err(problem) => problems.push(Some(problem)),
+                    }
+                }
+                if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    store::deliveries::claim_subscribe_checked(
+                        &self.pool,
+                        run.run_id,
+                        &run.template_id,
+                        lease_secs,
+                        &ids,
+                        &problems,
+                    )
+                    .await?
+                }
+            }
+            (CampaignKind::Template, _) => {
                 store::deliveries::claim_template_batch(
                     &self.pool,
                     run.run_id,
@@ -336,7 +430,7 @@ impl Pipeline {
                 )
                 .await?
             }
-            CampaignKind::Subscribe => {
+            (CampaignKind::Subscribe, _) => {
                 store::deliveries::claim_subscribe_batch(
                     &self.pool,
                     run.run_id,
@@ -357,18 +451,11 @@ impl Pipeline {
         if to_send.is_empty() {
             return Ok((count, last_id));
         }
-        let batch = Batch {
-            app,
-            run,
-            data: match &run.data {
-                Value::Object(m) => m.clone(),
-                _ => Map::new(),
-            },
-            timezone: run.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            gate,
-        };
         let results: Vec<Delivered> = futures::stream::iter(to_send)
-            .map(|d| self.deliver_delivery(&batch, d))
+            .map(|d| {
+                let data = prepared.remove(&d.id);
+                self.deliver_delivery(&batch, d, data)
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
@@ -415,14 +502,17 @@ impl Pipeline {
         Ok((count, last_id))
     }
 
-    /// Sends one claimed campaign delivery, rendered for its user.
-    async fn deliver_delivery(&self, batch: &Batch<'_>, delivery: Claimed) -> Delivered {
+    /// Sends one claimed campaign delivery. `prepared`: its data as rendered and checked
+    /// before the claim; rendered now when absent.
+    async fn deliver_delivery(
+        &self,
+        batch: &Batch<'_>,
+        delivery: Claimed,
+        prepared: Option<Map<String, Value>>,
+    ) -> Delivered {
         let run = batch.run;
-        let empty = Map::new();
-        let vars = match &delivery.vars {
-            Some(Value::Object(m)) => m,
-            _ => &empty,
-        };
+        let data =
+            prepared.unwrap_or_else(|| batch.render(&delivery.openid, delivery.vars.as_ref()));
         let outgoing = Outgoing {
             kind: run.kind,
             template_id: &run.template_id,
@@ -430,13 +520,7 @@ impl Pipeline {
             emphasis_keyword: run.emphasis_keyword.as_deref(),
             miniprogram_state: run.miniprogram_state.as_deref(),
             lang: run.lang.as_deref(),
-            data: render_data(
-                &batch.data,
-                &delivery.openid,
-                vars,
-                Utc::now(),
-                batch.timezone,
-            ),
+            data,
         };
         self.deliver(
             batch.app,

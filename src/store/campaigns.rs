@@ -7,8 +7,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::campaign::{
-    Audience, AudienceType, CampaignKind, CampaignSpec, CampaignStatus, FormidPick, PauseReason,
-    Schedule, ScheduleSpec, Totals,
+    Audience, AudienceType, CampaignKind, CampaignSpec, CampaignStatus, DataPolicy, FormidPick,
+    PauseReason, Schedule, ScheduleSpec, Totals,
 };
 
 use super::users;
@@ -27,6 +27,7 @@ pub struct CampaignRow {
     pub miniprogram_state: Option<String>,
     pub lang: Option<String>,
     pub formid_pick: FormidPick,
+    pub data_policy: DataPolicy,
     pub audience_type: AudienceType,
     pub schedule: Value,
     pub timezone: String,
@@ -93,8 +94,9 @@ pub async fn create(
     sqlx::query!(
         r#"
         insert into campaigns (id, appid, name, kind, template_id, page, data, emphasis_keyword,
-            miniprogram_state, lang, formid_pick, audience_type, schedule, timezone, status, next_run_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'scheduled', $15)
+            miniprogram_state, lang, formid_pick, data_policy, audience_type, schedule, timezone,
+            status, next_run_at)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'scheduled', $16)
         "#,
         id,
         spec.appid,
@@ -107,6 +109,7 @@ pub async fn create(
         spec.miniprogram_state,
         spec.lang,
         spec.formid_pick as FormidPick,
+        spec.data_policy as DataPolicy,
         spec.audience.audience_type() as AudienceType,
         schedule_json,
         spec.schedule.timezone.name(),
@@ -137,6 +140,7 @@ pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<CampaignRow>> 
         r#"
         select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
                emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
                resume_at, next_run_at, last_error, created_at, updated_at
@@ -162,6 +166,7 @@ pub async fn list(
         r#"
         select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
                emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
                resume_at, next_run_at, last_error, created_at, updated_at
@@ -242,6 +247,7 @@ pub async fn transition(
         r#"
         select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
                emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
                resume_at, next_run_at, last_error, created_at, updated_at

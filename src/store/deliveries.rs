@@ -14,7 +14,8 @@ pub struct Claimed {
     pub id: i64,
     pub user_id: i64,
     pub openid: String,
-    /// `Sending`, or already final: `NoFormid` / `NoQuota` / `Failed`.
+    /// `Sending`, or already final: `NoFormid` / `NoQuota` / `Failed` (also for data
+    /// that breaks its template's rules).
     pub status: DeliveryStatus,
     pub formid_id: Option<i64>,
     pub form_id: Option<String>,
@@ -139,6 +140,98 @@ pub async fn claim_subscribe_batch(
         template_id,
         lease_secs,
         after_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A pending delivery read before its claim, so that its data can be rendered and
+/// checked first.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub openid: String,
+    pub vars: Option<Value>,
+}
+
+/// Up to `limit` pending deliveries of a run with ids above `after_id`, in claim order,
+/// with their users' placeholder values. Nothing is locked: the claim re-checks each.
+pub async fn pending_batch(
+    pool: &PgPool,
+    run_id: Uuid,
+    limit: i64,
+    after_id: i64,
+) -> sqlx::Result<Vec<Pending>> {
+    sqlx::query_as!(
+        Pending,
+        r#"
+        select d.id, d.openid, a.vars as "vars?"
+        from deliveries d
+        left join campaign_audience a on a.campaign_id = d.campaign_id and a.user_id = d.user_id
+        where d.run_id = $1 and d.id > $2 and d.status = 'pending'
+          and d.next_attempt_at <= now()
+        order by d.id
+        limit $3
+        "#,
+        run_id,
+        after_id,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims the subscribe deliveries `ids` (read by `pending_batch`) whose rendered data
+/// was checked: `problems[i]` is why the data of `ids[i]` breaks its template's rules, or
+/// `None`. A delivery with a problem ends `failed` (`invalid_data`) and spends nothing;
+/// the others spend one grant each, as `claim_subscribe_batch` does, in the same
+/// statement. Deliveries another sender took meanwhile are skipped.
+pub async fn claim_subscribe_checked(
+    pool: &PgPool,
+    run_id: Uuid,
+    template_id: &str,
+    lease_secs: f64,
+    ids: &[i64],
+    problems: &[Option<String>],
+) -> sqlx::Result<Vec<Claimed>> {
+    sqlx::query_as!(
+        Claimed,
+        r#"
+        with input as (
+            select * from unnest($1::bigint[], $2::text[]) as i(id, problem)
+        ),
+        picked as (
+            select d.id, d.user_id, i.problem
+            from deliveries d join input i on i.id = d.id
+            where d.run_id = $3 and d.status = 'pending' and d.next_attempt_at <= now()
+            for update of d skip locked
+        ),
+        granted as (
+            update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
+            from picked p
+            where p.problem is null
+              and g.user_id = p.user_id and g.template_id = $4 and g.remaining > 0
+            returning g.user_id
+        )
+        update deliveries d set
+            status = case when p.problem is not null then 'failed'
+                          when gr.user_id is null then 'no_quota'
+                          else 'sending' end,
+            errcode = case when p.problem is null then d.errcode else 'invalid_data' end,
+            errmsg = coalesce(p.problem, d.errmsg),
+            lease_until = now() + make_interval(secs => $5),
+            updated_at = now()
+        from picked p left join granted gr on gr.user_id = p.user_id
+        where d.id = p.id
+        returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
+                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown,
+                  null::jsonb as "vars?"
+        "#,
+        ids,
+        problems as &[Option<String>],
+        run_id,
+        template_id,
+        lease_secs
     )
     .fetch_all(pool)
     .await

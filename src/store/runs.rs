@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::campaigns::{stored_schedule, CampaignRow};
 use crate::domain::campaign::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
+    Totals,
 };
 use crate::domain::webhook::EventType;
 
@@ -74,6 +75,7 @@ pub async fn start_due_runs(
         r#"
         select id, appid, name, kind as "kind: CampaignKind", template_id, page, data,
                emphasis_keyword, miniprogram_state, lang, formid_pick as "formid_pick: FormidPick",
+               data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
                resume_at, next_run_at, last_error, created_at, updated_at
@@ -216,6 +218,7 @@ pub struct ActiveRun {
     pub miniprogram_state: Option<String>,
     pub lang: Option<String>,
     pub formid_pick: FormidPick,
+    pub data_policy: DataPolicy,
     pub timezone: String,
 }
 
@@ -225,7 +228,8 @@ pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveR
         r#"
         select r.id as run_id, r.campaign_id, c.kind as "kind: CampaignKind", c.template_id,
                c.page, c.data, c.emphasis_keyword, c.miniprogram_state, c.lang,
-               c.formid_pick as "formid_pick: FormidPick", c.timezone
+               c.formid_pick as "formid_pick: FormidPick",
+               c.data_policy as "data_policy: DataPolicy", c.timezone
         from campaign_runs r join campaigns c on c.id = r.campaign_id
         where r.appid = $1 and r.status = 'running' and c.status = 'running'
         order by r.started_at, r.id

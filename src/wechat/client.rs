@@ -116,6 +116,34 @@ pub struct SubscribeMessage<'a> {
     pub data: &'a Map<String, Value>,
 }
 
+/// One entry of `gettemplate`'s `data`, as WeChat gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WxTemplate {
+    #[serde(rename = "priTmplId")]
+    pub template_id: String,
+    #[serde(default)]
+    pub title: String,
+    /// `会议时间:{{date2.DATA}}\n...`: one keyword per `{{key.DATA}}`, its label before it.
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub example: String,
+    /// 2: one-time, 3: long-term.
+    #[serde(rename = "type", default)]
+    pub kind: i32,
+    #[serde(rename = "keywordEnumValueList", default)]
+    pub keyword_enum_values: Vec<WxKeywordEnumValues>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WxKeywordEnumValues {
+    /// `enum_string2.DATA`
+    #[serde(rename = "keywordCode")]
+    pub keyword_code: String,
+    #[serde(rename = "enumValueList", default)]
+    pub values: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SendReceipt {
     pub msg_id: Option<String>,
@@ -275,6 +303,21 @@ impl WeChatClient {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         })
+    }
+
+    /// `GET /wxaapi/newtmpl/gettemplate`: the subscribe templates added to the account.
+    pub async fn get_templates(&self, access_token: &str) -> Result<Vec<WxTemplate>, WeChatError> {
+        let started = std::time::Instant::now();
+        let resp = self
+            .http
+            .get(format!("{}/wxaapi/newtmpl/gettemplate", self.base))
+            .query(&[("access_token", access_token)])
+            .send()
+            .await;
+        let mut answer = Self::read("gettemplate", started, resp).await?;
+        let data = answer.rest.remove("data").unwrap_or(Value::Array(vec![]));
+        serde_json::from_value(data)
+            .map_err(|e| WeChatError::Decode(format!("gettemplate data: {e}")))
     }
 
     pub async fn send_template(

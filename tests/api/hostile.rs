@@ -210,3 +210,30 @@ async fn a_url_check_missing_a_parameter_is_a_documented_400(
         "400 is not documented"
     );
 }
+
+/// Postgres prints a jsonb number in full (f64::MAX as 309 digits): reading it back must
+/// give the number, not a 500 on every later read of the campaign (found by scripts/fuzz).
+#[sqlx::test]
+async fn extreme_numbers_in_campaign_data_read_back(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let created = app
+        .create_campaign(&json!({
+            "appid": APPID, "name": "n", "kind": "subscribe", "template_id": "T",
+            "data": {"thing1": {"value": "hi", "extra": -1.7976931348623157e308}},
+            "audience": {"type": "openids", "openids": ["o-1"]},
+            "schedule": {"type": "at", "at": "2099-01-01T00:00:00Z"}
+        }))
+        .await;
+    assert_eq!(created.status(), 201);
+    let resp = app
+        .admin(reqwest::Method::GET, "/v1/campaigns")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let list: Value = resp.json().await.unwrap();
+    assert_eq!(
+        list["items"][0]["data"]["thing1"]["extra"],
+        json!(-1.7976931348623157e308)
+    );
+}

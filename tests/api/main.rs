@@ -19,5 +19,6 @@ mod multi_instance;
 mod push;
 mod sessions;
 mod subscriptions;
+mod templates;
 mod tokens;
 mod webhooks;

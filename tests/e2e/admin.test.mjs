@@ -512,6 +512,91 @@ step("an app's keys: one created and shown once, a message sent with it, then re
   await keyRow.getByTestId('key-revoke').click();
   await byId('keys-empty').waitFor();
   assert.equal((await http('GET', `${api}/v1/apps/${APPID}/messages`, { token: key })).status, 401);
+
+step('a subscribe campaign on a synced template: keywords checked while typing, previewed, checked per user', async () => {
+  const template = 'TPL_E2E_MEETING_000000000000000000000000000';
+  await ok('POST', `${sb}/sandbox/templates`, { body: {
+    appid: APPID, template_id: template, title: '会议提醒', type: 2,
+    content: '会议地点:{{thing1.DATA}}\n会议时间:{{time2.DATA}}\n房间类型:{{enum_string3.DATA}}\n',
+    example: '会议地点:TIT会议室\n会议时间:15:01\n房间类型:大会议室\n',
+    enum_values: { enum_string3: ['大会议室', '小会议室'] },
+  } });
+  // Alice and Bob each accept the template once, in WeChat and as reported to formpush.
+  for (const openid of ['o-e2e-alice', 'o-e2e-bob']) {
+    await ok('POST', `${sb}/sandbox/subscriptions`, { body: { appid: APPID, openid, template_id: template } });
+    const { code } = await ok('POST', `${sb}/sandbox/login_codes`, { body: { appid: APPID, openid } });
+    const { token } = await ok('POST', `${api}/v1/apps/${APPID}/sessions`, { body: { code } });
+    await ok('POST', `${api}/v1/apps/${APPID}/subscriptions`, { token, body: { results: { [template]: 'accept' } } });
+  }
+
+  await byId('nav-new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill('e2e synced template');
+  await byId('cf-kind').selectOption('subscribe');
+  await expectText(byId('cf-template-status'), /No synced template/);
+  await byId('cf-template-sync').click();
+  await expectText(byId('cf-template-status'), /^1 template, synced/);
+  await byId('cf-template-pick').selectOption(template);
+  assert.equal(await byId('cf-template-id').inputValue(), template);
+  const input = (key) => page.locator(`[data-testid="kw-input"][data-key="${key}"]`);
+  const note = (key) => page.locator(`[data-testid="kw-note"][data-key="${key}"]`);
+  const shown = (key) => page.locator(`[data-testid="preview-row"][data-key="${key}"]`).getByTestId('preview-value');
+  const labels = await page.locator('[data-testid="kw-row"] label').allTextContents();
+  assert.deepEqual(labels, ['会议地点', '会议时间', '房间类型']);
+  assert.equal(await input('thing1').getAttribute('placeholder'), 'e.g. TIT会议室');
+
+  // Literal values are checked as typed.
+  await input('thing1').fill('一二三四五六七八九十一二三四五六七八九十一');
+  await expectText(note('thing1'), 'at most 20 characters, got 21');
+  await input('time2').fill('3pm');
+  await expectText(note('time2'), /^a 24-hour time/);
+  await input('enum_string3').fill('礼堂');
+  await expectText(note('enum_string3'), 'one of 大会议室, 小会议室');
+  await byId('cf-submit').click();
+  await expectText(byId('cf-error'), /会议地点 \(thing1, rule thing\): at most 20 characters/);
+  // Under truncate the long thing is cut, and the preview shows it cut.
+  await byId('cf-data-policy').selectOption('truncate');
+  await expectText(note('thing1'), 'cut to 20 characters when sent');
+  await expectText(shown('thing1'), '一二三四五六七八九十一二三四五六七八九十');
+  await byId('cf-data-policy').selectOption('reject');
+
+  // Placeholders: checked for the sample user (the CSV's first row) and previewed for them.
+  await byId('cf-audience-csv').check();
+  const longRoom = '一二三四五六七八九十一二三四五六七八九十一二三';
+  const csv = `openid,room\no-e2e-alice,三楼\no-e2e-bob,${longRoom}\n`;
+  await byId('cf-csv').setInputFiles({ name: 'rooms.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  await expectText(byId('cf-csv-summary'), /^2 users; variables: \{\{room\}\}/);
+  // (The enum field offers its values in a list that stays open while it has the focus.)
+  await input('enum_string3').fill('大会议室');
+  await input('thing1').fill('{{room}}');
+  await input('time2').fill('{{datetime}}');
+  await expectText(note('thing1'), 'checked for each user before their grant is spent');
+  await expectText(byId('cf-preview-for'), 'As o-e2e-alice will see it:');
+  await expectText(byId('preview-title'), '会议提醒');
+  await expectText(shown('thing1'), '三楼');
+  await expectText(shown('time2'), /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/);
+  await expectText(shown('enum_string3'), '大会议室');
+  assert.deepEqual(JSON.parse(await byId('cf-data').inputValue()), {
+    thing1: { value: '{{room}}' }, time2: { value: '{{datetime}}' }, enum_string3: { value: '大会议室' },
+  });
+  await page.screenshot({ path: shot('template'), fullPage: true });
+  await byId('cf-submit').click();
+
+  // Bob's room breaks the thing rule: his delivery fails invalid_data and keeps his grant.
+  await expectText(byId('cv-name'), 'e2e synced template');
+  await expectText(byId('cv-status'), 'completed', 'the subscribe campaign completes');
+  await expectText(byId('cv-sent'), 1);
+  await expectText(byId('cv-failed'), 1);
+  const bob = page.locator('[data-testid="delivery-row"][data-openid="o-e2e-bob"]');
+  await bob.waitFor();
+  assert.match(await bob.textContent(), /invalid_data.*data\.thing1 breaks rule thing: at most 20 characters, got 23/);
+  const { messages } = await ok('GET', `${sb}/sandbox/messages?appid=${APPID}&openid=o-e2e-alice`);
+  const sent = messages.filter((m) => m.template_id === template);
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].data.thing1.value, '三楼');
+  const stats = await ok('GET', `${sb}/sandbox/stats`);
+  assert.equal(stats.outcomes.subscribe['47003'], undefined, 'WeChat never saw the broken data');
 });
 
 step('no secret in the page; sign out forgets the token', async () => {

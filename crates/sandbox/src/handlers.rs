@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use super::rules::{self, WxErr};
 use super::state::{CodeRequest, TokenRequest};
-use super::{lock, Api, Fault, MessageKind, ReceivedWebhook, Sandbox};
+use super::{
+    lock, Api, Fault, KeywordEnumValues, MessageKind, ReceivedWebhook, Sandbox, SubscribeTemplate,
+};
 
 /// Bodies up to 1 MiB (actix's default is 256 KiB).
 const BODY_LIMIT: usize = 1 << 20;
@@ -37,7 +39,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             "/cgi-bin/message/subscribe/send",
             web::post().to(subscribe_send),
         )
+        .route("/wxaapi/newtmpl/gettemplate", web::get().to(get_template))
         .route("/sandbox/apps", web::post().to(ctl_apps))
+        .route("/sandbox/templates", web::post().to(ctl_add_template))
+        .route("/sandbox/templates", web::delete().to(ctl_remove_template))
         .route("/sandbox/users", web::post().to(ctl_users))
         .route("/sandbox/login_codes", web::post().to(ctl_login_codes))
         .route("/sandbox/formids", web::post().to(ctl_formids))
@@ -273,6 +278,21 @@ async fn subscribe_send(sb: Data<Sandbox>, req: HttpRequest, body: Bytes) -> Htt
     finish(plan, resp).await
 }
 
+async fn get_template(sb: Data<Sandbox>, req: HttpRequest) -> HttpResponse {
+    let plan = match gate(&sb, Api::GetTemplate) {
+        Gate::Go(plan) => plan,
+        Gate::Answer(resp, _) => return resp,
+    };
+    let q = query(&req);
+    let resp = match sb.get_templates(q.get("access_token").map(String::as_str)) {
+        Ok(templates) => {
+            HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "data": templates}))
+        }
+        Err(e) => wx_error(&e),
+    };
+    finish(plan, resp).await
+}
+
 async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({"errcode": rules::INVALID_URL, "errmsg": "invalid url"}))
 }
@@ -386,6 +406,77 @@ async fn ctl_apps(sb: Data<Sandbox>, body: Bytes) -> CtlResult {
         "errcode": 0, "errmsg": "ok", "appid": b.appid,
         "templates": b.templates, "pages": b.pages,
     })))
+}
+
+/// `{"appid", "title", "content": "会议时间:{{date2.DATA}}\n...", "example", "type": 2,
+/// "enum_values": {"enum_string2": ["客厅", "卧室"]}, "template_id": "<optional>"}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateBody {
+    appid: String,
+    template_id: Option<String>,
+    title: String,
+    content: String,
+    #[serde(default)]
+    example: String,
+    #[serde(rename = "type", default = "one_time")]
+    kind: i64,
+    #[serde(default)]
+    enum_values: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn one_time() -> i64 {
+    2
+}
+
+async fn ctl_add_template(sb: Data<Sandbox>, body: Bytes) -> CtlResult {
+    let b: TemplateBody = parse(&body)?;
+    require_app(&sb, &b.appid)?;
+    let template = SubscribeTemplate {
+        // WeChat's priTmplIds are 43 characters of [A-Za-z0-9_-].
+        template_id: b.template_id.unwrap_or_else(|| rules::random_alnum(43)),
+        title: b.title,
+        content: b.content,
+        example: b.example,
+        kind: b.kind,
+        keyword_enum_values: b
+            .enum_values
+            .into_iter()
+            .map(|(key, values)| KeywordEnumValues {
+                keyword_code: format!("{}.DATA", key.trim_end_matches(".DATA")),
+                enum_value_list: values,
+            })
+            .collect(),
+    };
+    if template.template_id.is_empty() || template.keyword_keys().next().is_none() {
+        return Err(CtlErr::new(
+            StatusCode::BAD_REQUEST,
+            rules::ARGUMENT_INVALID,
+            "template_id must not be empty and content must hold at least one {{key.DATA}}",
+        ));
+    }
+    let template_id = template.template_id.clone();
+    sb.add_template(&b.appid, template);
+    Ok(HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "template_id": template_id})))
+}
+
+#[derive(Deserialize)]
+struct RemoveTemplateBody {
+    appid: String,
+    template_id: String,
+}
+
+async fn ctl_remove_template(sb: Data<Sandbox>, body: Bytes) -> CtlResult {
+    let b: RemoveTemplateBody = parse(&body)?;
+    if sb.remove_template(&b.appid, &b.template_id) {
+        ok()
+    } else {
+        Err(CtlErr::new(
+            StatusCode::NOT_FOUND,
+            rules::INVALID_TEMPLATE_ID,
+            format!("app {} has no template {}", b.appid, b.template_id),
+        ))
+    }
 }
 
 #[derive(Deserialize)]

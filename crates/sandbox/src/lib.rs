@@ -20,13 +20,17 @@
 //!   whitelists (40037 / 41030), unknown users (40003), a daily quota of successful sends
 //!   (45009, resets at 00:00 Asia/Shanghai), and a per-app switch answering 45103.
 //! - subscribe messages: each send needs and spends one grant of that template for that
-//!   user (43101); typed data values are checked by key prefix (47003).
+//!   user (43101); data values are checked against the rule of their key's type (47003,
+//!   `data_rules`). Templates added with `/sandbox/templates` are listed by
+//!   `/wxaapi/newtmpl/gettemplate`; once an app has some, a subscribe send must name one
+//!   of them (40037) and fill each of its keywords, enum values from its list (47003).
 //!
 //! Everything lives in memory behind a few `std::sync::Mutex`es held for microseconds (no
 //! I/O or await while locked), so the server keeps up with benchmark loads. A sandbox
 //! clock ([`Sandbox::advance_clock`]) lets tests age tokens, codes and formIds instantly.
 
 mod cli;
+mod data_rules;
 mod handlers;
 mod rules;
 mod state;
@@ -34,6 +38,7 @@ mod state;
 mod tests;
 
 pub use cli::{run, AppCredential, SandboxArgs};
+pub use data_rules::subscribe_value_ok;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
@@ -88,6 +93,58 @@ pub enum Api {
     /// `POST /cgi-bin/message/subscribe/send`
     #[serde(rename = "subscribe_send")]
     SubscribeSend,
+    /// `GET /wxaapi/newtmpl/gettemplate`
+    #[serde(rename = "gettemplate")]
+    GetTemplate,
+}
+
+/// A subscribe template of an app, as `gettemplate` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeTemplate {
+    #[serde(rename = "priTmplId")]
+    pub template_id: String,
+    pub title: String,
+    /// `会议时间:{{date2.DATA}}\n会议地点:{{thing1.DATA}}\n`: one keyword per `{{key.DATA}}`.
+    pub content: String,
+    pub example: String,
+    /// 2: one-time subscription, 3: long-term.
+    #[serde(rename = "type")]
+    pub kind: i64,
+    /// The values of `enum_string` keywords.
+    #[serde(
+        rename = "keywordEnumValueList",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub keyword_enum_values: Vec<KeywordEnumValues>,
+}
+
+/// One `keywordEnumValueList` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeywordEnumValues {
+    /// `enum_string2.DATA`
+    #[serde(rename = "keywordCode")]
+    pub keyword_code: String,
+    #[serde(rename = "enumValueList")]
+    pub enum_value_list: Vec<String>,
+}
+
+impl SubscribeTemplate {
+    /// The keys of its keywords, as `data` names them (`thing1`).
+    pub fn keyword_keys(&self) -> impl Iterator<Item = &str> {
+        self.content.split("{{").skip(1).filter_map(|part| {
+            let (inner, _) = part.split_once("}}")?;
+            Some(inner.trim().trim_end_matches(".DATA"))
+        })
+    }
+
+    /// The listed values of an enum keyword.
+    pub fn enum_values_of(&self, key: &str) -> Option<&[String]> {
+        self.keyword_enum_values
+            .iter()
+            .find(|e| e.keyword_code.trim_end_matches(".DATA") == key)
+            .map(|e| e.enum_value_list.as_slice())
+    }
 }
 
 /// What happens to one call of an API instead of (or on top of) normal handling.
@@ -316,6 +373,33 @@ impl Sandbox {
                 .collect()
         });
         lock(&self.inner.state).app_mut(appid).pages = set;
+    }
+
+    /// Adds a subscribe template to the app (replacing one with the same id): listed by
+    /// `gettemplate`, and its keywords checked on every subscribe send naming it.
+    pub fn add_template(&self, appid: &str, template: SubscribeTemplate) {
+        let mut st = lock(&self.inner.state);
+        let templates = &mut st.app_mut(appid).subscribe_templates;
+        templates.retain(|t| t.template_id != template.template_id);
+        templates.push(template);
+    }
+
+    /// Removes a subscribe template from the app (as deleting it in the WeChat console).
+    pub fn remove_template(&self, appid: &str, template_id: &str) -> bool {
+        let mut st = lock(&self.inner.state);
+        let templates = &mut st.app_mut(appid).subscribe_templates;
+        let before = templates.len();
+        templates.retain(|t| t.template_id != template_id);
+        templates.len() != before
+    }
+
+    /// The app's subscribe templates, in the order they were added.
+    pub fn templates(&self, appid: &str) -> Vec<SubscribeTemplate> {
+        lock(&self.inner.state)
+            .apps
+            .get(appid)
+            .map(|a| a.subscribe_templates.clone())
+            .unwrap_or_default()
     }
 
     /// A fresh `wx.login` code for this user (single use, 5 minutes); makes the user known.

@@ -5,6 +5,9 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::Value;
 
+use super::data_rules::subscribe_value_ok;
+use super::SubscribeTemplate;
+
 /// An answer WeChat gives as `{"errcode": code, "errmsg": msg}` (always HTTP 200).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct WxErr {
@@ -157,20 +160,37 @@ pub(super) fn lang_ok(lang: &str) -> bool {
 }
 
 /// Checks subscribe-message `data` the way WeChat does: every entry is
-/// `{"value": "<string>"}` and the value obeys the limits of its key's type (the key
-/// without its trailing digits: `thing1` → `thing`). Failures are 47003 naming the field.
-pub(super) fn check_subscribe_data(data: Option<&Value>) -> Result<(), WxErr> {
+/// `{"value": "<string>"}` obeying the rule of its key's type (`data_rules`). When the
+/// app's template is known (`/sandbox/templates`), each of its keywords must be filled,
+/// enum values must be on its list, and keys it lacks are ignored, as WeChat ignores
+/// them. Failures are 47003 naming the field.
+pub(super) fn check_subscribe_data(
+    data: Option<&Value>,
+    template: Option<&SubscribeTemplate>,
+) -> Result<(), WxErr> {
     let Some(obj) = data.and_then(Value::as_object) else {
         return Err(WxErr::detail(ARGUMENT_INVALID, "data invalid"));
     };
     if obj.is_empty() {
         return Err(WxErr::detail(ARGUMENT_INVALID, "data is empty"));
     }
+    if let Some(t) = template {
+        if let Some(key) = t.keyword_keys().find(|k| !obj.contains_key(*k)) {
+            return Err(WxErr::detail(
+                ARGUMENT_INVALID,
+                format!("data.{key}.value is empty"),
+            ));
+        }
+    }
     for (key, entry) in obj {
+        if template.is_some_and(|t| !t.keyword_keys().any(|k| k == key)) {
+            continue;
+        }
+        let enum_values = template.and_then(|t| t.enum_values_of(key));
         let ok = entry
             .get("value")
             .and_then(Value::as_str)
-            .is_some_and(|v| subscribe_value_ok(key, v));
+            .is_some_and(|v| subscribe_value_ok(key, v, enum_values));
         if !ok {
             return Err(WxErr::detail(
                 ARGUMENT_INVALID,
@@ -181,77 +201,60 @@ pub(super) fn check_subscribe_data(data: Option<&Value>) -> Result<(), WxErr> {
     Ok(())
 }
 
-/// The per-type limits from WeChat's subscribe-message documentation. Types whose format
-/// is loose there (time, date, amount) are only checked for a digit and a sane length.
-pub(super) fn subscribe_value_ok(key: &str, value: &str) -> bool {
-    let kind = key.trim_end_matches(|c: char| c.is_ascii_digit());
-    let n = value.chars().count();
-    if n == 0 {
-        return false;
-    }
-    match kind {
-        "thing" => n <= 20,
-        "number" => n <= 32 && is_decimal(value),
-        "letter" => n <= 32 && value.chars().all(|c| c.is_ascii_alphabetic()),
-        "symbol" => n <= 5 && value.chars().all(|c| !c.is_alphanumeric()),
-        "character_string" => n <= 32 && value.chars().all(|c| c.is_ascii_graphic()),
-        "phone_number" => {
-            n <= 17
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')'))
-        }
-        "car_number" => n <= 8,
-        // 10 Chinese characters, or 20 letters/symbols.
-        "name" => n <= 20 && (value.is_ascii() || n <= 10),
-        "phrase" => n <= 5,
-        "time" | "date" | "amount" => n <= 32 && value.chars().any(|c| c.is_ascii_digit()),
-        _ => n <= 20,
-    }
-}
-
-/// Digits with at most one inner decimal point ("number: 32 digits, may have decimals").
-fn is_decimal(v: &str) -> bool {
-    let mut parts = v.split('.');
-    let int = parts.next().unwrap_or("");
-    let frac = parts.next();
-    if parts.next().is_some() || int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeywordEnumValues;
     use serde_json::json;
 
     #[test]
-    fn value_limits_follow_the_key_type() {
-        assert!(subscribe_value_ok("thing1", "Your order shipped"));
-        assert!(subscribe_value_ok("thing1", &"字".repeat(20)));
-        assert!(!subscribe_value_ok("thing1", &"x".repeat(21)));
-        assert!(subscribe_value_ok("number2", "12345.67"));
-        assert!(!subscribe_value_ok("number2", "12a"));
-        assert!(!subscribe_value_ok("number2", &"1".repeat(33)));
-        assert!(subscribe_value_ok("phrase3", "已发货"));
-        assert!(!subscribe_value_ok("phrase3", "shipped"));
-        assert!(subscribe_value_ok("time4", "2026-11-24 10:00"));
-        assert!(subscribe_value_ok("character_string5", "ORDER-2026-0001"));
-        assert!(!subscribe_value_ok("letter6", "abc1"));
-        assert!(!subscribe_value_ok("thing1", ""));
-        assert!(subscribe_value_ok("whatever", "short"));
+    fn data_must_be_value_objects() {
+        assert!(check_subscribe_data(Some(&json!({"thing1": {"value": "hi"}})), None).is_ok());
+        let err = check_subscribe_data(Some(&json!({"thing1": {"value": 3}})), None).unwrap_err();
+        assert_eq!(err.code, ARGUMENT_INVALID);
+        assert!(err.msg.contains("data.thing1.value"));
+        assert!(check_subscribe_data(Some(&json!({})), None).is_err());
+        assert!(check_subscribe_data(Some(&json!("x")), None).is_err());
+        assert!(check_subscribe_data(None, None).is_err());
+        let bad = check_subscribe_data(Some(&json!({"thing1": {"value": "x".repeat(21)}})), None);
+        assert_eq!(bad.unwrap_err().code, ARGUMENT_INVALID);
     }
 
     #[test]
-    fn data_must_be_value_objects() {
-        assert!(check_subscribe_data(Some(&json!({"thing1": {"value": "hi"}}))).is_ok());
-        let err = check_subscribe_data(Some(&json!({"thing1": {"value": 3}}))).unwrap_err();
-        assert_eq!(err.code, ARGUMENT_INVALID);
-        assert!(err.msg.contains("data.thing1.value"));
-        assert!(check_subscribe_data(Some(&json!({}))).is_err());
-        assert!(check_subscribe_data(Some(&json!("x"))).is_err());
-        assert!(check_subscribe_data(None).is_err());
+    fn a_known_template_needs_every_keyword_and_its_enum_values() {
+        let t = SubscribeTemplate {
+            template_id: "T".into(),
+            title: "洗衣机故障提醒".into(),
+            content: "完成时间:{{time1.DATA}}\n所在位置:{{enum_string2.DATA}}\n".into(),
+            example: String::new(),
+            kind: 2,
+            keyword_enum_values: vec![KeywordEnumValues {
+                keyword_code: "enum_string2.DATA".into(),
+                enum_value_list: vec!["客厅".into(), "卧室".into()],
+            }],
+        };
+        let check = |data: Value| check_subscribe_data(Some(&data), Some(&t));
+        assert!(
+            check(json!({"time1": {"value": "15:01"}, "enum_string2": {"value": "客厅"}})).is_ok()
+        );
+        let missing = check(json!({"time1": {"value": "15:01"}})).unwrap_err();
+        assert!(
+            missing.msg.contains("data.enum_string2.value is empty"),
+            "{}",
+            missing.msg
+        );
+        let off_list =
+            check(json!({"time1": {"value": "15:01"}, "enum_string2": {"value": "厨房"}}));
+        assert!(off_list
+            .unwrap_err()
+            .msg
+            .contains("data.enum_string2.value invalid"));
+        // A key the template lacks is ignored, whatever its value.
+        assert!(check(
+            json!({"time1": {"value": "15:01"}, "enum_string2": {"value": "卧室"},
+                             "thing9": {"value": "x".repeat(40)}})
+        )
+        .is_ok());
     }
 
     #[test]

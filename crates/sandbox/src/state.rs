@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::Value;
 
 use super::rules::{self, WxErr};
-use super::{lock, MessageKind, Sandbox, SentMessage};
+use super::{lock, MessageKind, Sandbox, SentMessage, SubscribeTemplate};
 
 /// The previous classic token stays usable this long after a new one is issued.
 pub(super) const TOKEN_GRACE_SECS: i64 = 300;
@@ -37,6 +37,8 @@ pub(super) struct State {
 pub(super) struct AppState {
     pub secret: Option<String>,
     pub templates: Option<HashSet<String>>,
+    /// Subscribe templates added to the account (`gettemplate`).
+    pub subscribe_templates: Vec<SubscribeTemplate>,
     pub pages: Option<HashSet<String>>,
     pub template_api_disabled: bool,
     pub daily_quota: Option<u64>,
@@ -458,9 +460,25 @@ impl Sandbox {
         Ok(())
     }
 
+    /// `GET /wxaapi/newtmpl/gettemplate`: the app's subscribe templates.
+    pub(super) fn get_templates(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Vec<SubscribeTemplate>, WxErr> {
+        let now = self.now();
+        let st = lock(&self.inner.state);
+        let appid = check_token(&st.tokens, token, now)?;
+        Ok(st
+            .apps
+            .get(&appid)
+            .map(|a| a.subscribe_templates.clone())
+            .unwrap_or_default())
+    }
+
     /// `POST /cgi-bin/message/subscribe/send`. Checks, in order: token, JSON (47001),
-    /// daily quota (45009), touser (40003), template (40037), page (41030),
-    /// `miniprogram_state` / `lang` / data values (47003), a grant (43101). On success
+    /// daily quota (45009), touser (40003), template (40037, also when the app has
+    /// templates and this is none of them), page (41030), `miniprogram_state` / `lang` /
+    /// data values (47003), a grant (43101). On success
     /// spends one grant, records, and returns the msgid.
     pub(super) fn subscribe_send(&self, token: Option<&str>, body: &[u8]) -> Result<u64, WxErr> {
         let parsed = serde_json::from_slice::<Value>(body)
@@ -480,7 +498,7 @@ impl Sandbox {
             if !lang.is_none_or(|l| l.as_str().is_some_and(rules::lang_ok)) {
                 return Err(WxErr::detail(rules::ARGUMENT_INVALID, "lang invalid"));
             }
-            rules::check_subscribe_data(body.get("data"))
+            Ok(())
         });
         let now = self.now();
         let (appid, touser, template_id, page) = {
@@ -500,8 +518,17 @@ impl Sandbox {
             }
             let touser = check_user(app, str_field(body, "touser"))?;
             let template_id = check_template(app, str_field(body, "template_id"))?;
+            // Once the account's templates are known, only those exist.
+            let template = app
+                .subscribe_templates
+                .iter()
+                .find(|t| t.template_id == template_id);
+            if template.is_none() && !app.subscribe_templates.is_empty() {
+                return Err(WxErr::new(rules::INVALID_TEMPLATE_ID));
+            }
             let page = check_page(app, body.get("page"))?;
             shape?;
+            rules::check_subscribe_data(body.get("data"), template)?;
             let grants = app
                 .grants
                 .get_mut(&touser)

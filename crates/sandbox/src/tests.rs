@@ -528,6 +528,85 @@ async fn subscribe_checks_values_state_lang_and_whitelists() {
 }
 
 #[tokio::test]
+async fn templates_are_listed_and_their_keywords_checked_on_send() {
+    let env = Env::default().await;
+    let token = env.token().await;
+    let added = env
+        .post(
+            "/sandbox/templates",
+            &json!({"appid": APP, "title": "洗衣机故障提醒", "type": 2,
+                    "content": "完成时间:{{time1.DATA}}\n所在位置:{{enum_string2.DATA}}\n",
+                    "example": "完成时间:15:01\n所在位置:客厅\n",
+                    "enum_values": {"enum_string2": ["客厅", "卧室"]}}),
+        )
+        .await;
+    let id = added["template_id"]
+        .as_str()
+        .expect("generated id")
+        .to_string();
+    assert_eq!(id.len(), 43);
+    let listed = env
+        .get(&format!("/wxaapi/newtmpl/gettemplate?access_token={token}"))
+        .await;
+    assert_eq!(errcode(&listed), 0);
+    assert_eq!(listed["data"][0]["priTmplId"], id.as_str());
+    assert_eq!(listed["data"][0]["type"], 2);
+    assert_eq!(
+        listed["data"][0]["keywordEnumValueList"][0],
+        json!({"keywordCode": "enum_string2.DATA", "enumValueList": ["客厅", "卧室"]})
+    );
+    assert_eq!(
+        errcode(
+            &env.get("/wxaapi/newtmpl/gettemplate?access_token=short")
+                .await
+        ),
+        40014
+    );
+
+    env.sb.grant_subscription(APP, USER, &id, 1);
+    let send = |data: Value| {
+        let mut b = smsg(USER, &id);
+        b["data"] = data;
+        b
+    };
+    let refused = [
+        // a keyword left out
+        send(json!({"time1": {"value": "15:01"}})),
+        // a value off the enum list
+        send(json!({"time1": {"value": "15:01"}, "enum_string2": {"value": "厨房"}})),
+        // a time that is none
+        send(json!({"time1": {"value": "soon"}, "enum_string2": {"value": "客厅"}})),
+    ];
+    for body in &refused {
+        let answer = env.subscribe(&token, body).await;
+        assert_eq!(errcode(&answer), 47003, "{body} → {answer}");
+    }
+    // Templates other than the account's do not exist once it has some.
+    assert_eq!(
+        errcode(&env.subscribe(&token, &smsg(USER, "T-other")).await),
+        40037
+    );
+    assert_eq!(env.sb.subscription_grants(APP, USER, &id), 1);
+    let good =
+        send(json!({"time1": {"value": "2026-11-24 15:01"}, "enum_string2": {"value": "卧室"}}));
+    assert_eq!(errcode(&env.subscribe(&token, &good).await), 0);
+
+    let removed = env
+        .http
+        .delete(env.url("/sandbox/templates"))
+        .json(&json!({"appid": APP, "template_id": id}))
+        .send()
+        .await
+        .expect("send");
+    assert!(removed.status().is_success());
+    let listed = env
+        .get(&format!("/wxaapi/newtmpl/gettemplate?access_token={token}"))
+        .await;
+    assert_eq!(listed["data"], json!([]));
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn errcode_and_http_faults_are_not_applied() {
     let env = Env::default().await;
     let token = env.token().await;

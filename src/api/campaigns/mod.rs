@@ -14,11 +14,11 @@ use uuid::Uuid;
 use crate::api::auth::{Admin, Caller};
 use crate::api::state::AppState;
 use crate::domain::api_key::Scope;
-use crate::domain::campaign::{CampaignRequest, CampaignSpec};
+use crate::domain::campaign::{CampaignKind, CampaignRequest, CampaignSpec};
 use crate::domain::delivery::ShownDeliveryStatus;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
-use crate::store::{deliveries, runs};
+use crate::store::{deliveries, runs, templates};
 
 /// One campaign with its totals.
 async fn render_one(state: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError> {
@@ -48,7 +48,7 @@ async fn load(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Campaig
               (status = 403, description = "an API key: keys never create campaigns", body = ErrorBody),
               (status = 404, description = "unknown app", body = ErrorBody),
               (status = 413, body = ErrorBody),
-              (status = 422, description = "an invalid field, named in error and message", body = ErrorBody)))]
+              (status = 422, description = "an invalid field, named in error and message; invalid_data when data breaks the synced template's keywords", body = ErrorBody)))]
 pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
@@ -56,6 +56,15 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let spec =
         CampaignSpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;
+    // A synced template knows its keywords and their rules; one never synced is not checked.
+    if spec.kind == CampaignKind::Subscribe {
+        if let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await?
+        {
+            template
+                .check_data(&spec.data, spec.data_policy)
+                .map_err(|e| ApiError::invalid(e.code, e.message))?;
+        }
+    }
     let row = match store::create(&state.pool, &spec, Utc::now()).await {
         Ok(row) => row,
         Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::campaign::{
-    AudienceType, CampaignKind, CampaignStatus, DataEntry, FormidPick, PauseReason, RunStatus,
-    ScheduleSpec, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataEntry, DataPolicy, FormidPick, PauseReason,
+    RunStatus, ScheduleSpec, Totals,
 };
 use crate::domain::delivery::ShownDeliveryStatus;
 use crate::store::campaigns::CampaignRow;
@@ -34,6 +34,9 @@ pub struct CampaignView {
     pub lang: Option<String>,
     /// template campaigns only (null for subscribe campaigns)
     pub formid_pick: Option<FormidPick>,
+    /// subscribe campaigns only (null for template campaigns): what happens to a value
+    /// longer than its keyword's rule allows
+    pub data_policy: Option<DataPolicy>,
     pub audience: AudienceView,
     pub status: CampaignStatus,
     /// why a paused campaign is paused
@@ -77,6 +80,7 @@ impl CampaignView {
             .with_context(|| format!("campaign {}: stored last_error", row.id))?;
         Ok(Self {
             formid_pick: (row.kind == CampaignKind::Template).then_some(row.formid_pick),
+            data_policy: (row.kind == CampaignKind::Subscribe).then_some(row.data_policy),
             audience: AudienceView {
                 audience_type: row.audience_type,
             },

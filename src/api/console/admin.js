@@ -22,6 +22,8 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let apps = [];
   let csvAudience = null; // {columns, users} from the uploaded CSV
+  const synced = new Map(); // appid → the app's synced templates (GET .../templates items)
+  let picked = null; // the synced template the campaign form is filling, if any
   // Everything tied to the view on screen; a new view bumps `gen` so late answers are dropped.
   const view = { gen: 0, timer: null };
 
@@ -255,6 +257,218 @@
     return { columns, users };
   }
 
+
+  // ---------- WeChat's value rules for subscribe data ----------
+  // The same table as the server (docs/wechat.md, "Subscribe data value rules"): the server
+  // decides, this only lets the admin see problems while typing. Lengths count code points.
+
+  const Rules = (() => {
+    const LIMITS = { thing: 20, character_string: 32, letter: 32, number: 32 };
+    const SYMBOL_BLOCKS = [[0xa1, 0xbf], [0xd7, 0xd7], [0xf7, 0xf7], [0x2010, 0x2027],
+      [0x2030, 0x205e], [0x20a0, 0x20c0], [0x2100, 0x22ff], [0x2460, 0x24ff], [0x25a0, 0x25ff],
+      [0x2605, 0x2606], [0x3000, 0x303f], [0xff01, 0xff65], [0xffe0, 0xffe6]];
+    const CHINESE_BLOCKS = [[0x3400, 0x4dbf], [0x4e00, 0x9fff], [0xf900, 0xfaff], [0x20000, 0x323af]];
+    const CURRENCY = new Set([0x24, 0xa2, 0xa3, 0xa4, 0xa5, 0xe3f, 0xfe69, 0xff04, 0xffe0, 0xffe1, 0xffe5, 0xffe6]);
+    const within = (u, blocks) => blocks.some(([lo, hi]) => u >= lo && u <= hi);
+
+    function cls(ch) {
+      const u = ch.codePointAt(0);
+      if (u >= 0x30 && u <= 0x39) return 'digit';
+      if ((u >= 0x41 && u <= 0x5a) || (u >= 0x61 && u <= 0x7a)) return 'letter';
+      if (u < 0x20 || (u >= 0x7f && u <= 0x9f) || u === 0x2028 || u === 0x2029) return 'control';
+      if (within(u, CHINESE_BLOCKS)) return 'chinese';
+      if (u <= 0x7e || within(u, SYMBOL_BLOCKS)) return 'symbol';
+      return 'other';
+    }
+
+    const isDigits = (s) => /^[0-9]+$/.test(s);
+    const isDecimal = (s) => /^[0-9]+(\.[0-9]+)?$/.test(s);
+
+    function validDate(y, m, d) {
+      const year = y === null ? 2000 : Number(y); // no year: 02-29 exists (in a leap year)
+      const month = Number(m);
+      const day = d === null ? 1 : Number(d);
+      if (month < 1 || month > 12 || day < 1) return false;
+      const last = new Date(0);
+      last.setUTCFullYear(year, month, 0); // day 0 of the next month: this month's last day
+      return day <= last.getUTCDate();
+    }
+
+    // null: not shaped like a time; otherwise whether it is a valid one.
+    function timeOfDay(s) {
+      const f = s.split(':');
+      if (f.length < 2 || f.length > 3 || !f.every(isDigits)) return null;
+      if (f[0].length > 2 || f.slice(1).some((x) => x.length !== 2)) return null;
+      return Number(f[0]) < 24 && f.slice(1).every((x) => Number(x) < 60);
+    }
+
+    // Length (UTF-16 units) of a valid date at the start of s, or null.
+    function datePrefix(s) {
+      const yi = s.indexOf('年');
+      if (yi >= 0) {
+        const m = /^([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日/.exec(s);
+        return m && validDate(m[1], m[2], m[3]) ? m[0].length : null;
+      }
+      const date = s.split(' ')[0];
+      const sep = (/[-/.]/.exec(date) || [])[0];
+      if (!sep) return null;
+      const f = date.split(sep);
+      if (!f.every(isDigits)) return null;
+      let ok = false;
+      if (f.length === 3) ok = f[0].length === 4 && f[1].length <= 2 && f[2].length <= 2 && validDate(f[0], f[1], f[2]);
+      else if (f.length === 2 && f[0].length === 4) ok = f[1].length <= 2 && validDate(f[0], f[1], null);
+      else if (f.length === 2) ok = f[0].length <= 2 && f[1].length <= 2 && validDate(null, f[0], f[1]);
+      return ok ? date.length : null;
+    }
+
+    function moment(s) {
+      const t = timeOfDay(s);
+      if (t !== null) return t ? { date: false, time: true } : null;
+      const len = datePrefix(s);
+      if (len === null) return null;
+      const rest = s.slice(len);
+      if (!rest) return { date: true, time: false };
+      return timeOfDay(rest.replace(/^ +/, '')) === true ? { date: true, time: true } : null;
+    }
+
+    function momentRange(v) {
+      const parts = v.split('~').map((p) => p.replace(/^ +| +$/g, ''));
+      if (parts.length > 2) return null;
+      const ms = parts.map(moment);
+      return ms.every(Boolean) ? ms : null;
+    }
+
+    function isAmount(v) {
+      const chars = Array.from(v);
+      if (!chars.length) return false;
+      const u = chars[0].codePointAt(0);
+      if (!CURRENCY.has(u) && !(u >= 0x20a0 && u <= 0x20c0)) return false;
+      let rest = chars.slice(1).join('');
+      if (rest.endsWith('元')) rest = rest.slice(0, -1);
+      return isDecimal(rest) && rest.replace(/[^0-9]/g, '').length <= 10;
+    }
+
+    // null when the value is accepted, else what the rule wants.
+    function check(rule, value, values) {
+      const chars = Array.from(value);
+      const n = chars.length;
+      if (!n) return 'must not be empty';
+      const control = chars.find((c) => cls(c) === 'control');
+      if (control) {
+        return 'must not contain control characters such as line breaks (found U+' +
+          control.codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + ')';
+      }
+      const longer = (max) => (n > max ? `at most ${max} characters, got ${n}` : null);
+      const only = (allowed, what) => {
+        const bad = chars.find((c) => !allowed.includes(cls(c)));
+        return bad ? `${what} only, not "${bad}"` : null;
+      };
+      switch (rule) {
+        case 'thing': return longer(20) || only(['chinese', 'letter', 'digit', 'symbol'], 'Chinese, letters, digits or symbols');
+        case 'number': return longer(32) || (isDecimal(value) ? null : 'digits only, with at most one decimal point between them');
+        case 'letter': return longer(32) || only(['letter'], 'letters');
+        case 'symbol': return longer(5) || only(['symbol'], 'symbols');
+        case 'character_string': return longer(32) || only(['letter', 'digit', 'symbol'], 'letters, digits or symbols');
+        case 'phone_number': return longer(17) || only(['digit', 'symbol'], 'digits or symbols');
+        case 'phrase': return longer(5) || only(['chinese'], 'Chinese characters');
+        case 'name': {
+          const bad = only(['chinese', 'letter', 'symbol'], 'Chinese characters, letters or symbols');
+          if (bad) return bad;
+          if (chars.some((c) => cls(c) === 'chinese')) return n > 10 ? `at most 10 characters when it holds Chinese, got ${n}` : null;
+          return longer(20);
+        }
+        case 'car_number': {
+          const tooLong = longer(8);
+          if (tooLong) return tooLong;
+          const ok = chars.every((c, i) => {
+            const k = cls(c);
+            return k === 'letter' || k === 'digit' || (k === 'chinese' && (i === 0 || i === n - 1));
+          });
+          return ok ? null : 'letters or digits, with Chinese only as the first or last character';
+        }
+        case 'time': {
+          const ms = momentRange(value);
+          return ms && ms.every((m) => m.time) ? null
+            : 'a 24-hour time (15:01 or 15:01:30), optionally after a date; two joined by ~ for a range';
+        }
+        case 'date': {
+          const ms = momentRange(value);
+          return ms && ms.every((m) => m.date) ? null
+            : 'a date (2019年10月1日, 2019-10-01, 2019/10/01, 2019.10.01, 2019-10 or 10-01), optionally with a 24-hour time; two joined by ~ for a range';
+        }
+        case 'amount': return isAmount(value) ? null
+          : 'one currency symbol, then at most 10 digits (a decimal point allowed), optionally ending in 元';
+        case 'enum': return !values || !values.length || values.includes(value) ? null : 'one of ' + values.join(', ');
+        default: return null;
+      }
+    }
+
+    // The value cut to the rule's limit (data_policy truncate); other rules unchanged.
+    function truncate(rule, value) {
+      const chars = Array.from(value);
+      let limit = LIMITS[rule];
+      if (rule === 'name') {
+        const first = chars.slice(0, 21).findIndex((c) => cls(c) === 'chinese');
+        limit = first >= 0 && first < 20 ? Math.max(first, 10) : 20;
+      }
+      if (limit === undefined || chars.length <= limit) return value;
+      let cut = chars.slice(0, limit).join('');
+      if (rule === 'number') cut = cut.replace(/\.+$/, '');
+      return cut;
+    }
+
+    return { check, truncate };
+  })();
+
+  const hasPlaceholder = (v) => /\{\{[\s\S]*?\}\}/.test(v);
+
+  // Fills {{placeholders}} like the server: built-ins first, then the user's vars
+  // (strings as they are, other JSON as its text); unknown ones stay as written.
+  function renderValue(template, user, now, timeZone) {
+    const local = localParts(now, timeZone);
+    const builtins = {
+      openid: user.openid,
+      date: `${local.year}-${local.month}-${local.day}`,
+      datetime: `${local.year}-${local.month}-${local.day} ${local.hour}:${local.minute}:${local.second}`,
+    };
+    let out = '';
+    let rest = template;
+    for (;;) {
+      const start = rest.indexOf('{{');
+      if (start < 0) break;
+      const end = rest.indexOf('}}', start + 2);
+      if (end < 0) break;
+      const name = rest.slice(start + 2, end).trim();
+      let value;
+      if (name in builtins) value = builtins[name];
+      else if (user.vars && Object.prototype.hasOwnProperty.call(user.vars, name)) {
+        const v = user.vars[name];
+        value = typeof v === 'string' ? v : JSON.stringify(v);
+      }
+      out += rest.slice(0, start) + (value === undefined ? rest.slice(start, end + 2) : value);
+      rest = rest.slice(end + 2);
+    }
+    return out + rest;
+  }
+
+  function localParts(date, timeZone) {
+    let fmt;
+    try {
+      fmt = new Intl.DateTimeFormat('en-GB', {
+        timeZone: timeZone || undefined, year: 'numeric', month: '2-digit', day: '2-digit',
+        hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+      });
+    } catch (_) {
+      fmt = new Intl.DateTimeFormat('en-GB', {
+        year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+        second: '2-digit', hourCycle: 'h23',
+      });
+    }
+    const parts = {};
+    for (const p of fmt.formatToParts(date)) parts[p.type] = p.value;
+    return parts;
+  }
+
   // ---------- views ----------
 
   const VIEWS = ['login', 'dashboard', 'new', 'campaign', 'app'];
@@ -289,9 +503,11 @@
     sessionStorage.removeItem(TOKEN_KEY);
     apps = [];
     csvAudience = null;
+    synced.clear();
+    picked = null;
     // Leave nothing of the signed-in session in the page.
     for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview',
-      'keys-body', 'messages-body']) {
+      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows']) {
       $(id).replaceChildren();
     }
     closeKeyDialog();
@@ -452,6 +668,13 @@
     const kind = $('cf-kind').value;
     form.querySelectorAll('.only-template').forEach((n) => { n.hidden = kind !== 'template'; });
     form.querySelectorAll('.only-subscribe').forEach((n) => { n.hidden = kind !== 'subscribe'; });
+    const filling = kind === 'subscribe' && picked !== null;
+    $('cf-keywords').hidden = !filling;
+    $('cf-data').readOnly = filling;
+    $('cf-template-id').readOnly = filling;
+    $('cf-data-hint').textContent = filling
+      ? '(generated from the keywords above)'
+      : '(JSON; {{name}} is filled from the audience\'s variables; built-ins {{openid}}, {{date}}, {{datetime}})';
     const audience = radio('audience');
     form.querySelector('.audience-openids').hidden = audience !== 'openids';
     form.querySelector('.audience-csv').hidden = audience !== 'csv';
@@ -477,6 +700,181 @@
     fillAppSelects();
     if (appid && apps.some((a) => a.appid === appid)) $('cf-appid').value = appid;
     $('cf-name').focus();
+    await loadTemplates(gen);
+  }
+
+  // ---------- the campaign form's subscribe templates ----------
+
+  async function loadTemplates(gen, { sync = false } = {}) {
+    const appid = $('cf-appid').value;
+    const status = $('cf-template-status');
+    if (!appid) return;
+    if (sync || !synced.has(appid)) {
+      status.textContent = sync ? 'Reading the templates from WeChat…' : '';
+      try {
+        const path = `/v1/apps/${encodeURIComponent(appid)}/templates`;
+        const r = sync ? await api('POST', path + ':sync') : await api('GET', path);
+        synced.set(appid, r.items || []);
+      } catch (e) {
+        if (gen === view.gen) status.textContent = (sync ? 'Sync failed: ' : '') + e.message;
+        return;
+      }
+    }
+    if (gen !== view.gen || appid !== $('cf-appid').value) return;
+    fillTemplatePick();
+  }
+
+  function fillTemplatePick() {
+    const items = synced.get($('cf-appid').value) || [];
+    const select = $('cf-template-pick');
+    const chosen = picked ? picked.template_id : select.value;
+    select.replaceChildren(el('option', { value: '' }, '— none: type the template ID —'),
+      ...items.map((t) => el('option', { value: t.template_id },
+        `${t.title} · ${t.type === 3 ? 'long-term' : 'one-time'} · ${t.template_id.slice(0, 10)}…`)));
+    const still = items.find((t) => t.template_id === chosen);
+    select.value = still ? chosen : '';
+    const newest = items.reduce((a, t) => (!a || t.synced_at > a ? t.synced_at : a), null);
+    $('cf-template-status').textContent = items.length
+      ? `${items.length} template${items.length === 1 ? '' : 's'}, synced ${fmtTime(newest)}`
+      : 'No synced template: sync to read the app\'s templates from WeChat.';
+    pickTemplate(still || null);
+  }
+
+  function pickTemplate(t) {
+    const same = picked && t && picked.template_id === t.template_id;
+    picked = t;
+    if (t && !same) {
+      $('cf-template-id').value = t.template_id;
+      $('cf-keyword-rows').replaceChildren(...t.keywords.map(keywordRow));
+      $('cf-preview-app').textContent = $('cf-appid').value;
+      $('cf-preview-title').textContent = t.title;
+    }
+    if (!t) $('cf-keyword-rows').replaceChildren();
+    syncForm();
+    refreshKeywords();
+  }
+
+  // The example line of a keyword: WeChat's example has one "label:value" line per keyword.
+  function exampleOf(t, label) {
+    for (const line of (t.example || '').split('\n')) {
+      const m = /^(.*?)[:：](.*)$/.exec(line.trim());
+      if (m && m[1].trim() === label) return m[2].trim();
+    }
+    return '';
+  }
+
+  function keywordRow(k) {
+    const example = exampleOf(picked, k.label);
+    const rule = k.rule === 'enum' ? `enum: ${(k.values || []).join(' / ')}` : k.rule;
+    const input = el('input', {
+      id: 'kw-' + k.key, 'data-testid': 'kw-input', 'data-key': k.key, spellcheck: 'false',
+      placeholder: example ? 'e.g. ' + example : '', oninput: refreshKeywords,
+      list: k.rule === 'enum' ? 'kw-values-' + k.key : null,
+    });
+    return el('div', { class: 'kw', 'data-testid': 'kw-row', 'data-key': k.key },
+      el('div', { class: 'kw-head' },
+        el('label', { for: 'kw-' + k.key }, k.label || k.key),
+        el('span', { class: 'kw-rule' }, el('code', null, k.key), ' ', rule)),
+      input,
+      k.rule === 'enum' ? el('datalist', { id: 'kw-values-' + k.key },
+        (k.values || []).map((v) => el('option', { value: v }))) : null,
+      el('p', { class: 'kw-note', 'data-testid': 'kw-note', 'data-key': k.key }));
+  }
+
+  // Whom the preview shows: the first user of the audience as it stands.
+  function sampleUser() {
+    const audience = radio('audience');
+    if (audience === 'csv' && csvAudience && csvAudience.users.length) return csvAudience.users[0];
+    if (audience === 'openids') {
+      const first = $('cf-openids').value.split(/\r?\n/).map((x) => x.trim()).find(Boolean);
+      if (first) return { openid: first, vars: {} };
+    }
+    return { openid: 'o_sample_user', vars: {} };
+  }
+
+  function keywordData() {
+    const data = {};
+    for (const k of picked ? picked.keywords : []) {
+      data[k.key] = { value: $('kw-' + k.key).value };
+    }
+    return data;
+  }
+
+  // Checks every keyword as typed (literal values) or as the sample user gets it
+  // (values with placeholders), and redraws the JSON and the preview.
+  function refreshKeywords() {
+    if (!picked) return;
+    const policy = $('cf-data-policy').value;
+    const user = sampleUser();
+    const timeZone = $('cf-timezone').value.trim();
+    const now = new Date();
+    const rows = [];
+    for (const k of picked.keywords) {
+      const raw = $('kw-' + k.key).value;
+      const perUser = hasPlaceholder(raw);
+      let value = perUser ? renderValue(raw, user, now, timeZone) : raw;
+      const cut = policy === 'truncate' ? Rules.truncate(k.rule, value) : value;
+      const problem = Rules.check(k.rule, cut, k.values);
+      const note = form.querySelector(`[data-testid="kw-note"][data-key="${k.key}"]`);
+      let text = '';
+      let tone = '';
+      if (!raw) {
+        text = 'required';
+      } else if (problem) {
+        text = perUser ? `for ${user.openid}: ${problem} (that user would not be sent to)` : problem;
+        tone = perUser ? 'warn' : 'bad';
+      } else if (cut !== value) {
+        text = `cut to ${Array.from(cut).length} characters when sent`;
+      } else if (perUser) {
+        text = 'checked for each user before their grant is spent';
+      }
+      note.textContent = text;
+      note.className = 'kw-note' + (tone ? ' ' + tone : '');
+      $('kw-' + k.key).classList.toggle('invalid', Boolean(raw) && Boolean(problem) && !perUser);
+      value = cut;
+      rows.push(el('div', { 'data-testid': 'preview-row', 'data-key': k.key },
+        el('dt', null, k.label || k.key),
+        el('dd', { class: problem ? 'bad' : null, 'data-testid': 'preview-value' }, value || '—')));
+    }
+    $('cf-preview-rows').replaceChildren(...rows);
+    $('cf-preview-for').textContent = `As ${user.openid} will see it:`;
+    $('cf-data').value = JSON.stringify(keywordData(), null, 2);
+    showError($('cf-data-error'), '');
+  }
+
+  // The first problem with a literal value: the server would refuse the campaign for it.
+  function keywordProblem() {
+    const policy = $('cf-data-policy').value;
+    for (const k of picked.keywords) {
+      const raw = $('kw-' + k.key).value;
+      if (!raw) return `${k.label || k.key} (${k.key}) is required`;
+      if (hasPlaceholder(raw)) continue;
+      const value = policy === 'truncate' ? Rules.truncate(k.rule, raw) : raw;
+      const problem = Rules.check(k.rule, value, k.values);
+      if (problem) return `${k.label || k.key} (${k.key}, rule ${k.rule}): ${problem}`;
+    }
+    return null;
+  }
+
+  $('cf-template-pick').addEventListener('change', () => {
+    const items = synced.get($('cf-appid').value) || [];
+    pickTemplate(items.find((t) => t.template_id === $('cf-template-pick').value) || null);
+  });
+  $('cf-template-sync').addEventListener('click', async () => {
+    const button = $('cf-template-sync');
+    button.disabled = true;
+    try {
+      await loadTemplates(view.gen, { sync: true });
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $('cf-appid').addEventListener('change', () => {
+    picked = null;
+    loadTemplates(view.gen);
+  });
+  for (const id of ['cf-data-policy', 'cf-timezone', 'cf-openids']) {
+    $(id).addEventListener('input', refreshKeywords);
   }
 
   function parseData() {
@@ -538,6 +936,7 @@
     try {
       csvAudience = csvToAudience(await file.text());
       renderCsvPreview(csvAudience);
+      refreshKeywords();
     } catch (e) {
       showError($('cf-audience-error'), `${file.name}: ${e.message}`);
     }
@@ -545,6 +944,7 @@
 
   form.addEventListener('change', (ev) => {
     if (['audience', 'schedule'].includes(ev.target.name) || ev.target.id === 'cf-kind') syncForm();
+    if (ev.target.name === 'audience' || ev.target.id === 'cf-data-policy') refreshKeywords();
   });
 
   function buildAudience() {
@@ -601,7 +1001,13 @@
     if (!body.template_id) throw new Error('enter the template ID');
     const page = $('cf-page').value.trim();
     if (page) body.page = page;
-    body.data = parseData();
+    if (kind === 'subscribe' && picked) {
+      const problem = keywordProblem();
+      if (problem) throw new Error(problem);
+      body.data = keywordData();
+    } else {
+      body.data = parseData();
+    }
     if (kind === 'template') {
       const emphasis = $('cf-emphasis').value.trim();
       if (emphasis) body.emphasis_keyword = emphasis;
@@ -609,6 +1015,7 @@
     } else {
       if ($('cf-mp-state').value) body.miniprogram_state = $('cf-mp-state').value;
       if ($('cf-lang').value) body.lang = $('cf-lang').value;
+      if ($('cf-data-policy').value !== 'reject') body.data_policy = $('cf-data-policy').value;
     }
     body.audience = buildAudience();
     body.schedule = buildSchedule();
@@ -632,7 +1039,7 @@
       form.reset();
       csvAudience = null;
       renderCsvPreview(null);
-      syncForm();
+      pickTemplate(null);
       flash(`Campaign "${c.name}" created.`);
       location.hash = '#/campaigns/' + encodeURIComponent(c.id);
     } catch (e) {

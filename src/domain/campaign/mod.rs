@@ -8,9 +8,10 @@ mod template_data;
 
 pub use schedule::{parse_cron, parse_timezone, Schedule, ScheduleSpec, DEFAULT_TIMEZONE};
 pub use state::{
-    AudienceType, CampaignKind, CampaignStatus, FormidPick, PauseReason, RunStatus, Totals,
+    AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
+    Totals,
 };
-pub use template_data::{placeholders, render_data, BUILTIN_PLACEHOLDERS};
+pub use template_data::{has_placeholder, placeholders, render_data, BUILTIN_PLACEHOLDERS};
 
 use std::collections::BTreeSet;
 
@@ -105,6 +106,11 @@ pub struct CampaignRequest {
     #[serde(default)]
     #[schema(value_type = Option<FormidPick>)]
     pub formid_pick: Option<String>,
+    /// subscribe campaigns on a synced template: reject (default) or truncate (cut
+    /// over-long thing, name, character_string, letter and number values to their limit)
+    #[serde(default)]
+    #[schema(value_type = Option<DataPolicy>)]
+    pub data_policy: Option<String>,
     /// `{"type":"all"}`, `{"type":"openids","openids":[...]}` or `{"type":"users","users":[{"openid","vars"}]}`
     #[schema(value_type = Audience)]
     pub audience: Value,
@@ -126,6 +132,7 @@ pub struct CampaignSpec {
     pub miniprogram_state: Option<String>,
     pub lang: Option<String>,
     pub formid_pick: FormidPick,
+    pub data_policy: DataPolicy,
     pub audience: Audience,
     pub schedule: Schedule,
 }
@@ -273,6 +280,21 @@ impl CampaignSpec {
                 formid_pick: req.formid_pick,
             },
         )?;
+        if req.data_policy.is_some() && content.kind == CampaignKind::Template {
+            return Err(FieldError::new(
+                "invalid_field",
+                "data_policy is for subscribe campaigns only",
+            ));
+        }
+        let data_policy = match req.data_policy.as_deref() {
+            None => DataPolicy::default(),
+            Some(word) => DataPolicy::parse(word).ok_or_else(|| {
+                FieldError::new(
+                    "invalid_data_policy",
+                    format!("data_policy {word:?} must be reject or truncate"),
+                )
+            })?,
+        };
         let audience: Audience = serde_json::from_value(req.audience).map_err(|e| {
             FieldError::new(
                 "invalid_audience",
@@ -299,6 +321,7 @@ impl CampaignSpec {
             miniprogram_state: content.miniprogram_state,
             lang: content.lang,
             formid_pick: content.formid_pick,
+            data_policy,
             audience,
             schedule,
         })
@@ -507,6 +530,11 @@ mod tests {
             ),
             (json!({"schedule": {"type": "weekly"}}), "invalid_schedule"),
             (json!({"formid_pick": "random"}), "invalid_formid_pick"),
+            (json!({"data_policy": "truncate"}), "invalid_field"),
+            (
+                json!({"kind": "subscribe", "data_policy": "cut"}),
+                "invalid_data_policy",
+            ),
             (json!({"lang": "en_US"}), "invalid_field"),
             (
                 json!({"kind": "subscribe", "emphasis_keyword": "keyword1.DATA"}),

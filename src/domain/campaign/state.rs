@@ -1,6 +1,7 @@
-//! What a campaign is and where it stands: its kind, how it picks formIds, its audience's
-//! type, its status and its runs' status, and the totals of its deliveries. Each word is
-//! stored in a text column whose check constraint lists the same words.
+//! What a campaign is and where it stands: its kind, how it picks formIds, what it does
+//! with over-long template data, its audience's type, its status and its runs' status, and
+//! the totals of its deliveries. Each word is stored in a text column whose check
+//! constraint lists the same words.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,4 +141,40 @@ pub struct Totals {
     pub no_quota: i64,
     /// Not final yet (waiting, in flight, or waiting for a retry).
     pub pending: i64,
+}
+
+/// What a subscribe campaign on a synced template does with a value longer than its
+/// keyword's rule allows.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum DataPolicy {
+    /// A value breaking its rule is refused: `422` at creation, `invalid_data` per user.
+    #[default]
+    Reject,
+    /// Over-long `thing`, `name`, `character_string`, `letter` and `number` values are cut
+    /// to their limit; other broken values are refused as with `reject`.
+    Truncate,
+}
+
+impl DataPolicy {
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "reject" => Some(Self::Reject),
+            "truncate" => Some(Self::Truncate),
+            _ => None,
+        }
+    }
 }

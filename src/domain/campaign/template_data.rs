@@ -27,6 +27,13 @@ pub fn placeholders(data: &Map<String, Value>) -> BTreeSet<String> {
     found
 }
 
+/// Whether a value holds a `{{placeholder}}`, so differs per user or per send.
+pub fn has_placeholder(value: &str) -> bool {
+    value
+        .find("{{")
+        .is_some_and(|start| value[start + 2..].contains("}}"))
+}
+
 /// Fills placeholders for one user. Unresolvable ones (not possible after `parse`) stay as written.
 pub fn render_data(
     data: &Map<String, Value>,
