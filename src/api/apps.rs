@@ -36,7 +36,8 @@ pub struct PutApp {
     /// where result events are POSTed (http or https); null removes the webhook, absent
     /// keeps it
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable, max_length = 2048)]
+    #[schema(value_type = Option<String>, nullable, max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~/-]*)?$")]
     webhook_url: Option<Option<String>>,
 }
 

@@ -180,8 +180,10 @@ pub struct ListQuery {
     /// only messages to this user
     openid: Option<String>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// the `next` cursor of the previous page
+    #[param(pattern = "^[0-9]{0,18}$")]
     after: Option<String>,
 }
 

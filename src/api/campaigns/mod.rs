@@ -224,7 +224,7 @@ pub struct DeliveriesQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// the `next` cursor of the previous page
-    #[param(pattern = "^[0-9]*$")]
+    #[param(pattern = "^[0-9]{0,18}$")]
     after: Option<String>,
 }
 
