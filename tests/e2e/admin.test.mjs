@@ -512,6 +512,7 @@ step("an app's keys: one created and shown once, a message sent with it, then re
   await keyRow.getByTestId('key-revoke').click();
   await byId('keys-empty').waitFor();
   assert.equal((await http('GET', `${api}/v1/apps/${APPID}/messages`, { token: key })).status, 401);
+});
 
 step('a subscribe campaign on a synced template: keywords checked while typing, previewed, checked per user', async () => {
   const template = 'TPL_E2E_MEETING_000000000000000000000000000';
