@@ -63,6 +63,7 @@ from formpush_client.models import (
     LoginBody,
     PoolStats,
     PutApp,
+    PutAppAnswer,
     Granted,
     RunList,
     RunStatus,
@@ -219,13 +220,13 @@ def main() -> None:
 
     # 2. Register the app (201), update it (200), read it back.
     created = expect("register_app (new)", register_app.sync_detailed(appid, client=admin, body=PutApp(secret=secret)),
-                     HTTPStatus.CREATED, AppView)
+                     HTTPStatus.CREATED, PutAppAnswer)
     check(created.appid == appid and not created.has_token and not created.has_encoding_aes_key,
           f"register_app: {created.to_dict()}")
     check(created.token_api == TokenApi.STABLE, f"register_app: token_api {created.token_api}")
     updated = expect("register_app (update)",
                      register_app.sync_detailed(appid, client=admin, body=PutApp(secret=secret, send_rate_per_sec=50)),
-                     HTTPStatus.OK, AppView)
+                     HTTPStatus.OK, PutAppAnswer)
     check(updated.send_rate_per_sec == 50, f"register_app: send_rate_per_sec {updated.send_rate_per_sec}")
     shown = expect("get_app", get_app.sync_detailed(appid, client=admin), HTTPStatus.OK, AppView)
     check(shown.appid == appid and shown.send_rate_per_sec == 50 and shown.created_at == created.created_at,

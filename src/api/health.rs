@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
 use super::state::AppState;
 use crate::error::ApiError;
@@ -29,19 +29,27 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .body(body))
 }
 
+/// What `/healthz` and `/readyz` answer when all is well.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (the process runs) or `ready` (and the database answers)
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", operation_id = "checkLiveness", tag = "operations", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "checkLiveness", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Ready when the database answers within a second.
 #[utoipa::path(get, path = "/readyz", operation_id = "checkReadiness", tag = "operations",
-    responses((status = 200, body = Object), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Health), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ping = store::ping(&state.pool);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
+        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         _ => Err(ApiError::Unavailable {
             message: "the database does not answer".into(),
         }),
