@@ -414,7 +414,7 @@ async fn sent_outcomes_survive_a_database_hiccup_while_recording(
         .await
         .unwrap();
     let app = spawn_app_on(
-        pool(&db).await,
+        db,
         starved.clone(),
         SandboxConfig::default(),
         &[

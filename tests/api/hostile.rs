@@ -5,23 +5,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{spawn_app, APPID, PUSH_TOKEN};
-
-async fn count(app: &crate::common::TestApp, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("select count(*) from {table}"))
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
-async fn error_of(resp: reqwest::Response) -> (u16, String) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-    )
-}
+use crate::common::{error_of, spawn_app, APPID, PUSH_TOKEN};
 
 /// Postgres refuses NUL in text: a lookup by an appid holding one found "a database error"
 /// (500). No app can have such an id, so it is simply not found.
@@ -89,7 +73,7 @@ async fn a_nul_in_text_to_store_is_refused_and_nothing_is_stored(
         .unwrap();
     assert_eq!(resp.status(), 404);
 
-    let users = count(&app, "users").await;
+    let users = app.count("select count(*) from users").await;
     let resp = app
         .import(&json!({"items": [
             {"openid": "o-fine", "form_id": "0123456789abcdef0123456789abcdef"},
@@ -97,8 +81,8 @@ async fn a_nul_in_text_to_store_is_refused_and_nothing_is_stored(
         ]}))
         .await;
     assert_eq!(error_of(resp).await, (422, "invalid_openid".into()));
-    assert_eq!(count(&app, "users").await, users);
-    assert_eq!(count(&app, "formids").await, 0);
+    assert_eq!(app.count("select count(*) from users").await, users);
+    assert_eq!(app.count("select count(*) from formids").await, 0);
 
     let token = app.login("o-sub").await;
     let resp = app
@@ -110,10 +94,13 @@ async fn a_nul_in_text_to_store_is_refused_and_nothing_is_stored(
         .await
         .unwrap();
     assert_eq!(error_of(resp).await, (422, "invalid_template_id".into()));
-    assert_eq!(count(&app, "subscription_grants").await, 0);
+    assert_eq!(
+        app.count("select count(*) from subscription_grants").await,
+        0
+    );
 
     // The audience's users used to be stored before the campaign insert failed on the NUL.
-    let users = count(&app, "users").await;
+    let users = app.count("select count(*) from users").await;
     for (field, value) in [
         ("data", json!({"thing1": {"value": "hi\u{0}"}})),
         ("name", json!("a\u{0}")),
@@ -133,8 +120,8 @@ async fn a_nul_in_text_to_store_is_refused_and_nothing_is_stored(
             "{field}"
         );
     }
-    assert_eq!(count(&app, "users").await, users);
-    assert_eq!(count(&app, "campaigns").await, 0);
+    assert_eq!(app.count("select count(*) from users").await, users);
+    assert_eq!(app.count("select count(*) from campaigns").await, 0);
 }
 
 /// A signed push whose text Postgres cannot store: 400, not 500, and nothing recorded.
@@ -163,8 +150,11 @@ async fn a_signed_push_with_a_nul_is_malformed_not_a_server_error(
         .await
         .unwrap();
     assert_eq!(error_of(resp).await, (400, "invalid_text".into()));
-    assert_eq!(count(&app, "push_events_seen").await, 0);
-    assert_eq!(count(&app, "subscription_grants").await, 0);
+    assert_eq!(app.count("select count(*) from push_events_seen").await, 0);
+    assert_eq!(
+        app.count("select count(*) from subscription_grants").await,
+        0
+    );
 }
 
 /// `now - timestamp` overflowed (a panic in debug builds) for a signed push dated near

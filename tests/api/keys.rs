@@ -5,10 +5,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{spawn_app, start_instance, template_campaign, ADMIN_TOKEN, APPID, SECRET};
-use crate::manual::{key_of, subscribe_message, As};
+use crate::common::{
+    call_as, key_of, spawn_app, start_instance, subscribe_message, template_campaign, As, APPID,
+    SECRET,
+};
 
-/// `(status, error)` of a call made with `key` (or the admin token).
+/// `(status, answer)` of a call made as `who` (an answer that is not JSON is `null`).
 async fn call(
     http: &reqwest::Client,
     address: &str,
@@ -17,15 +19,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = http.request(method, format!("{address}{path}"));
-    req = match who {
-        As::Admin => req.bearer_auth(ADMIN_TOKEN),
-        As::Key(key) => req.bearer_auth(key),
-    };
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
+    let resp = call_as(http, address, who, method, path, body.as_ref()).await;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -13,7 +13,6 @@ mod formids;
 mod health;
 mod hostile;
 mod keys;
-mod manual;
 mod messages;
 mod multi_instance;
 mod push;

@@ -10,24 +10,17 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{spawn_app_with, template_campaign, APPID};
-use crate::manual::{key_of, subscribe_message, As, Stepped};
-
-async fn error_of(resp: reqwest::Response) -> (u16, String) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-    )
-}
+use crate::common::{
+    error_of, eventually, spawn_app, spawn_app_with, subscribe_message, template_campaign, As,
+    APPID, PUSH_TOKEN, REAL_CLOCK, SECRET,
+};
 
 #[sqlx::test]
 async fn send_now_claims_the_grant_in_the_request_and_the_sender_delivers_it(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-now", "TPL_M", 1).await;
     let key = app.key(&["send"]).await;
     let message = app.accepted(&key, &subscribe_message("o-now")).await;
@@ -43,7 +36,7 @@ async fn send_now_claims_the_grant_in_the_request_and_the_sender_delivers_it(
         app.wechat.messages().is_empty(),
         "nothing is sent in the request"
     );
-    app.step().await;
+    app.run_scheduler().await;
     let sent = app.wechat.messages_to(APPID, "o-now");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].template_id, "TPL_M");
@@ -68,7 +61,7 @@ async fn a_template_message_spends_the_users_freshest_formid(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let ids = app.formids("o-tpl", 2).await;
     let message = app
         .accepted(
@@ -80,7 +73,7 @@ async fn a_template_message_spends_the_users_freshest_formid(
         .await;
     assert_eq!(message["status"], "sending");
     assert_eq!(app.stats().await["valid_formids"], 1);
-    app.step().await;
+    app.run_scheduler().await;
     let sent = app.wechat.messages_to(APPID, "o-tpl");
     assert_eq!(sent.len(), 1);
     assert_eq!(
@@ -101,7 +94,7 @@ async fn a_user_without_a_credit_gets_409_no_credit_and_nothing_is_stored(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-other-template", "TPL_OTHER", 1).await;
     app.formids("o-used", 1).await;
     let key = app.key(&["send"]).await;
@@ -135,7 +128,7 @@ async fn each_invalid_field_is_a_422_naming_it_and_nothing_is_stored(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-bad", "TPL_M", 1).await;
     let cases = [
         ("openid", json!(""), "invalid_openid"),
@@ -194,7 +187,7 @@ async fn a_repeat_with_the_same_idempotency_key_answers_the_message_and_sends_no
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-idem", "TPL_M", 3).await;
     let key = app.key(&["send"]).await;
     let mut body = subscribe_message("o-idem");
@@ -217,7 +210,7 @@ async fn a_repeat_with_the_same_idempotency_key_answers_the_message_and_sends_no
     changed["data"]["thing1"]["value"] = json!("Order delivered");
     let resp = app.post_message(&key, &changed).await;
     assert_eq!(error_of(resp).await, (409, "idempotency_conflict".into()));
-    app.step().await;
+    app.run_scheduler().await;
     assert_eq!(app.wechat.messages_to(APPID, "o-idem").len(), 1);
     assert_eq!(
         app.stats().await["subscription_grants"],
@@ -242,8 +235,8 @@ async fn idempotent_repeats_racing_on_two_instances_create_one_message_and_one_s
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
-    let other = app.another_node().await;
+    let app = spawn_app(db).await;
+    let other = app.another_instance().await;
     app.grant("o-race", "TPL_M", 5).await;
     let key = app.key(&["send"]).await;
     let mut body = subscribe_message("o-race");
@@ -251,7 +244,7 @@ async fn idempotent_repeats_racing_on_two_instances_create_one_message_and_one_s
     let path = format!("/v1/apps/{APPID}/messages");
     let requests = (0..24).map(|i| {
         let address = if i % 2 == 0 {
-            app.node.address.clone()
+            app.address.clone()
         } else {
             other.address.clone()
         };
@@ -274,8 +267,8 @@ async fn idempotent_repeats_racing_on_two_instances_create_one_message_and_one_s
         "one message"
     );
     assert_eq!(app.count("select count(*) from messages").await, 1);
-    app.step().await;
-    other.scheduler.run_until_idle(Utc::now()).await.unwrap();
+    app.run_scheduler().await;
+    other.run_scheduler().await;
     assert_eq!(app.wechat.messages_to(APPID, "o-race").len(), 1, "one send");
     assert_eq!(app.stats().await["subscription_grants"], 4);
     other.stop().await;
@@ -286,7 +279,7 @@ async fn a_scheduled_message_claims_its_credit_at_send_time_and_can_be_cancelled
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-later", "TPL_M", 1).await;
     let key = app.key(&["send"]).await;
     let at = Utc::now() + chrono::Duration::hours(1);
@@ -300,7 +293,7 @@ async fn a_scheduled_message_claims_its_credit_at_send_time_and_can_be_cancelled
         1,
         "claimed at send time"
     );
-    app.step().await;
+    app.run_scheduler().await;
     assert!(app.wechat.messages().is_empty(), "not due yet");
     let path = |m: &Value| format!("/v1/apps/{APPID}/messages/{}", m["id"].as_str().unwrap());
     let resp = app
@@ -313,7 +306,8 @@ async fn a_scheduled_message_claims_its_credit_at_send_time_and_can_be_cancelled
         .await;
     assert_eq!(error_of(again).await, (409, "invalid_transition".into()));
     // Its time comes: the other one takes the grant, and the cancelled one sends nothing.
-    app.step_at(at + chrono::Duration::seconds(1)).await;
+    app.run_scheduler_at(at + chrono::Duration::seconds(1))
+        .await;
     assert_eq!(app.wechat.messages_to(APPID, "o-later").len(), 1);
     assert_eq!(
         app.message(kept["id"].as_str().unwrap()).await["status"],
@@ -338,7 +332,7 @@ async fn a_scheduled_message_to_a_user_without_credit_ends_no_quota_or_no_formid
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let at = Utc::now() + chrono::Duration::minutes(5);
     let mut subscribe = subscribe_message("o-unknown-yet");
     subscribe["send_at"] = json!(at.to_rfc3339());
@@ -350,7 +344,7 @@ async fn a_scheduled_message_to_a_user_without_credit_ends_no_quota_or_no_formid
                     "data": {"keyword1": {"value": "x"}}, "send_at": at.to_rfc3339()}),
         )
         .await;
-    app.step_at(at).await;
+    app.run_scheduler_at(at).await;
     assert_eq!(
         app.message(subscribe["id"].as_str().unwrap()).await["status"],
         "no_quota"
@@ -367,7 +361,7 @@ async fn an_error_that_would_stop_a_campaign_fails_only_the_message_and_returns_
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-err", "TPL_M", 1).await;
     app.grant("o-err", "TPL_GONE", 1).await;
     // WeChat knows only TPL_M: TPL_GONE is answered 40037.
@@ -376,7 +370,7 @@ async fn an_error_that_would_stop_a_campaign_fails_only_the_message_and_returns_
     bad["template_id"] = json!("TPL_GONE");
     let failed = app.accepted(&As::Admin, &bad).await;
     let fine = app.accepted(&As::Admin, &subscribe_message("o-err")).await;
-    app.step().await;
+    app.run_scheduler().await;
     let failed = app.message(failed["id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["errcode"], 40037);
@@ -401,7 +395,7 @@ async fn an_error_that_would_stop_a_campaign_fails_only_the_message_and_returns_
         )
         .await;
     assert_eq!(app.stats().await["valid_formids"], 0);
-    app.step().await;
+    app.run_scheduler().await;
     let off = app.message(off["id"].as_str().unwrap()).await;
     assert_eq!(off["status"], "failed");
     assert_eq!(off["errcode"], 45103);
@@ -421,14 +415,14 @@ async fn the_daily_quota_leaves_the_message_scheduled_until_it_resets(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-quota", "TPL_M", 1).await;
     app.wechat.set_daily_quota(APPID, 0);
     let message = app
         .accepted(&As::Admin, &subscribe_message("o-quota"))
         .await;
     let id = message["id"].as_str().unwrap();
-    app.step().await;
+    app.run_scheduler().await;
     let waiting = app.message(id).await;
     assert_eq!(waiting["status"], "scheduled");
     assert_eq!(waiting["errcode"], 45009);
@@ -440,7 +434,7 @@ async fn the_daily_quota_leaves_the_message_scheduled_until_it_resets(
     // Midnight in Shanghai: WeChat's counters reset and the message goes out.
     app.wechat.set_daily_quota(APPID, 10);
     app.wechat.reset_daily_counts();
-    app.step_at(next_quota_reset(Utc::now()) + chrono::Duration::seconds(1))
+    app.run_scheduler_at(next_quota_reset(Utc::now()) + chrono::Duration::seconds(1))
         .await;
     assert_eq!(app.message(id).await["status"], "sent");
     assert_eq!(app.wechat.messages_to(APPID, "o-quota").len(), 1);
@@ -451,12 +445,12 @@ async fn transient_errors_are_retried_and_a_timeout_is_not_resent_for_subscribe(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-busy", "TPL_M", 2).await;
     app.wechat
         .fail_next(Api::SubscribeSend, Fault::Errcode(-1), 1);
     let busy = app.accepted(&As::Admin, &subscribe_message("o-busy")).await;
-    app.step().await;
+    app.run_scheduler().await;
     assert_eq!(
         app.message(busy["id"].as_str().unwrap()).await["status"],
         "sent"
@@ -468,7 +462,7 @@ async fn transient_errors_are_retried_and_a_timeout_is_not_resent_for_subscribe(
         1,
     );
     let slow = app.accepted(&As::Admin, &subscribe_message("o-busy")).await;
-    app.step().await;
+    app.run_scheduler().await;
     let slow = app.message(slow["id"].as_str().unwrap()).await;
     assert_eq!(slow["status"], "failed");
     assert_eq!(slow["errcode"], "unknown_outcome");
@@ -480,7 +474,7 @@ async fn triggered_messages_go_out_before_the_deliveries_of_a_campaign_of_the_ap
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     for i in 0..30 {
         app.formids(&format!("o-c{i}"), 1).await;
     }
@@ -500,7 +494,7 @@ async fn triggered_messages_go_out_before_the_deliveries_of_a_campaign_of_the_ap
         app.accepted(&As::Admin, &subscribe_message(&format!("o-m{i}")))
             .await;
     }
-    app.step().await;
+    app.run_scheduler().await;
     let sent = app.wechat.messages();
     assert_eq!(sent.len(), 30 + 3);
     assert!(
@@ -520,62 +514,33 @@ async fn a_message_reaches_wechat_within_a_second_while_a_large_campaign_of_the_
         latency: Duration::from_millis(10),
         ..Default::default()
     };
-    let app = spawn_app_with(db, config, &[crate::common::REAL_CLOCK]).await;
-    app.put_app(
-        APPID,
-        &json!({"secret": crate::common::SECRET, "send_rate_per_sec": 100}),
-    )
-    .await;
-    let items: Vec<Value> = (0..800)
-        .map(|i| {
-            let openid = format!("o-big{i}");
-            json!({"openid": openid, "form_id": app.wechat.form_id(APPID, &openid)})
-        })
-        .collect();
-    assert_eq!(app.import(&json!({ "items": items })).await.status(), 200);
-    let token = app.login("o-urgent").await;
-    app.wechat.grant_subscription(APPID, "o-urgent", "TPL_M", 5);
-    for _ in 0..5 {
-        app.http
-            .post(format!("{}/v1/apps/{APPID}/subscriptions", app.address))
-            .bearer_auth(&token)
-            .json(&json!({"results": {"TPL_M": "accept"}}))
-            .send()
-            .await
-            .unwrap();
-    }
-    let As::Key(key) = key_of(&app.http, &app.address, APPID, &["send"]).await else {
-        unreachable!()
-    };
+    let app = spawn_app_with(db, config, &[REAL_CLOCK]).await;
+    let resp = app
+        .put_app(APPID, &json!({"secret": SECRET, "send_rate_per_sec": 100}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    app.import_users((0..800).map(|i| format!("o-big{i}")), 1)
+        .await;
+    app.grant("o-urgent", "TPL_M", 5).await;
+    let key = app.key(&["send"]).await;
     let campaign = app
         .start_campaign(template_campaign(json!({"type": "all"})))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.wechat.message_count() < 100 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the campaign never sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the campaign sending",
+        async || (app.wechat.message_count() >= 100).then_some(()),
+    )
+    .await;
     for n in 1..=5 {
-        let posted = std::time::Instant::now();
-        let resp = app
-            .http
-            .post(format!("{}/v1/apps/{APPID}/messages", app.address))
-            .bearer_auth(&key)
-            .json(&subscribe_message("o-urgent"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        while app.wechat.messages_to(APPID, "o-urgent").len() < n {
-            assert!(
-                posted.elapsed() < Duration::from_secs(1),
-                "message {n} took more than a second to reach WeChat"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let posted = app.post_message(&key, &subscribe_message("o-urgent")).await;
+        assert_eq!(posted.status(), 202);
+        eventually(
+            Duration::from_secs(1),
+            &format!("message {n} at WeChat"),
+            async || (app.wechat.messages_to(APPID, "o-urgent").len() >= n).then_some(()),
+        )
+        .await;
     }
     assert_eq!(
         app.campaign(&campaign).await["status"],
@@ -589,17 +554,11 @@ async fn wechat_s_sent_event_reaches_the_message_as_its_push_status(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
-    app.call(
-        &As::Admin,
-        Method::PUT,
-        &format!("/v1/apps/{APPID}"),
-        Some(&json!({"secret": crate::common::SECRET, "token": crate::common::PUSH_TOKEN})),
-    )
-    .await;
+    // The test app is registered with PUSH_TOKEN: WeChat's pushes are signed with it.
+    let app = spawn_app(db).await;
     app.grant("o-push", "TPL_M", 1).await;
     let message = app.accepted(&As::Admin, &subscribe_message("o-push")).await;
-    app.step().await;
+    app.run_scheduler().await;
     let id = message["id"].as_str().unwrap();
     let msg_id = app.message(id).await["msg_id"]
         .as_str()
@@ -611,13 +570,12 @@ async fn wechat_s_sent_event_reaches_the_message_as_its_push_status(
         "MsgType": "event", "Event": "subscribe_msg_sent_event",
         "List": {"TemplateId": "TPL_M", "MsgID": msg_id, "ErrorCode": "0", "ErrorStatus": "success"}
     });
-    let signature =
-        formpush::wechat::crypto::signature(&[crate::common::PUSH_TOKEN, &now.to_string(), "n"]);
+    let signature = formpush::wechat::crypto::signature(&[PUSH_TOKEN, &now.to_string(), "n"]);
     let resp = app
         .http
         .post(format!(
             "{}/wechat/{APPID}?signature={signature}&timestamp={now}&nonce=n",
-            app.node.address
+            app.address
         ))
         .body(event.to_string())
         .send()
@@ -632,7 +590,7 @@ async fn messages_are_listed_newest_first_by_page_status_and_user(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let later = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let mut ids = Vec::new();
     for i in 0..5 {

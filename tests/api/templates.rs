@@ -2,81 +2,26 @@
 //! campaign data at creation and to each user's rendered data before a grant is spent.
 //! The scheduler is stepped by hand (`FORMPUSH_SCHEDULER=manual`).
 
-use chrono::Utc;
-use formpush::scheduler::Scheduler;
-use formpush::startup::Application;
-use formpush_sandbox::{
-    Api, Fault, MessageKind, Sandbox, SandboxConfig, SandboxServer, SubscribeTemplate,
-};
+use formpush_sandbox::{Api, Fault, MessageKind, SandboxConfig, SubscribeTemplate};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 
-use crate::common::{pool, settings, ADMIN_TOKEN, APPID, SECRET};
+use crate::common::{spawn_app, spawn_app_with, start_instance, TestApp, APPID};
 
 /// The meeting template of WeChat's documentation, with an enum keyword.
 const MEETING: &str = "TPL_MEETING_0000000000000000000000000000000";
 const WASHER: &str = "TPL_WASHER_00000000000000000000000000000000";
 
-struct Stepped {
-    address: String,
-    http: reqwest::Client,
-    wechat: Sandbox,
-    scheduler: Scheduler,
-    pool: PgPool,
-    sandbox: SandboxServer,
+/// What these tests ask of formpush beyond `TestApp`'s own calls.
+trait Templates {
+    async fn sync(&self) -> (u16, Value);
+    async fn templates(&self) -> Value;
+    async fn create(&self, body: &Value) -> (u16, Value);
+    async fn send_campaign(&self, body: &Value) -> Value;
+    async fn grants(&self, openid: &str, template: &str) -> i32;
 }
 
-/// formpush with a scheduler that only moves when stepped, and the sandbox as WeChat.
-async fn spawn_stepped(db: PgConnectOptions, extra: &[(&str, &str)]) -> Stepped {
-    let wechat = Sandbox::new(SandboxConfig::default());
-    wechat.add_app(APPID, SECRET);
-    let sandbox = wechat
-        .serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .expect("sandbox");
-    let (address, scheduler) = start_stepped(&db, &sandbox.base_url, extra).await;
-    let app = Stepped {
-        address,
-        http: reqwest::Client::new(),
-        wechat,
-        scheduler,
-        pool: pool(&db).await,
-        sandbox,
-    };
-    let resp = app
-        .admin(reqwest::Method::PUT, &format!("/v1/apps/{APPID}"))
-        .json(&json!({"secret": SECRET, "send_rate_per_sec": 5000}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "registering the test app");
-    app
-}
-
-/// One more instance on the same database, stepped by hand; its address and scheduler.
-async fn start_stepped(
-    db: &PgConnectOptions,
-    wechat_base: &str,
-    extra: &[(&str, &str)],
-) -> (String, Scheduler) {
-    let mut env = vec![("FORMPUSH_SCHEDULER", "manual")];
-    env.extend_from_slice(extra);
-    let app = Application::build_with_pool(settings(wechat_base, &env), pool(db).await)
-        .await
-        .expect("build app");
-    let scheduler = app.scheduler().expect("a manual scheduler");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    (address, scheduler)
-}
-
-impl Stepped {
-    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-    }
-
+impl Templates for TestApp {
     async fn sync(&self) -> (u16, Value) {
         let resp = self
             .admin(
@@ -90,64 +35,19 @@ impl Stepped {
     }
 
     async fn templates(&self) -> Value {
-        let resp = self
-            .admin(reqwest::Method::GET, &format!("/v1/apps/{APPID}/templates"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
+        self.admin_get(&format!("/v1/apps/{APPID}/templates")).await
     }
 
     async fn create(&self, body: &Value) -> (u16, Value) {
-        let resp = self
-            .admin(reqwest::Method::POST, "/v1/campaigns")
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.create_campaign(body).await;
         (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let resp = self.admin(reqwest::Method::GET, path).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "GET {path}");
-        resp.json().await.unwrap()
     }
 
     /// Creates a campaign to send now, sends it to the end, and returns it.
     async fn send_campaign(&self, body: &Value) -> Value {
-        let (status, created) = self.create(body).await;
-        assert_eq!(status, 201, "{created}");
-        self.scheduler.run_until_idle(Utc::now()).await.unwrap();
-        let id = created["id"].as_str().unwrap();
-        self.get(&format!("/v1/campaigns/{id}")).await
-    }
-
-    /// The user accepted `template` once: WeChat and formpush both count one grant.
-    async fn grant(&self, openid: &str, template: &str) {
-        let code = self.wechat.login_code(APPID, openid);
-        let login: Value = self
-            .http
-            .post(format!("{}/v1/apps/{APPID}/sessions", self.address))
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = login["token"].as_str().expect("session token");
-        let resp = self
-            .http
-            .post(format!("{}/v1/apps/{APPID}/subscriptions", self.address))
-            .bearer_auth(session)
-            .json(&json!({"results": {template: "accept"}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        self.wechat.grant_subscription(APPID, openid, template, 1);
+        let id = self.start_campaign(body.clone()).await;
+        self.run_scheduler().await;
+        self.campaign(&id).await
     }
 
     /// formpush's count of the user's grants for the template.
@@ -204,7 +104,7 @@ async fn a_sync_stores_what_wechat_lists_and_forgets_deleted_templates(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     assert_eq!(app.templates().await["items"], json!([]), "never synced");
     app.wechat.add_template(APPID, meeting());
     app.wechat.add_template(APPID, washer());
@@ -259,7 +159,7 @@ async fn a_sync_replaces_a_stale_token_and_reports_wechat_refusals(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
     let calls = app.wechat.token_calls(APPID);
@@ -291,10 +191,10 @@ async fn the_daily_sync_refreshes_synced_apps_on_one_instance(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db.clone(), &[]).await;
-    let (_, second) = start_stepped(&db, &app.sandbox.base_url, &[]).await;
+    let app = spawn_app(db.clone()).await;
+    let second = start_instance(&db, &app.sandbox_url(), &[]).await;
     // Not synced yet: the daily job leaves the app alone.
-    assert_eq!(app.scheduler.sync_templates().await.unwrap(), 0);
+    assert_eq!(app.scheduler().sync_templates().await.unwrap(), 0);
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
 
@@ -306,7 +206,10 @@ async fn the_daily_sync_refreshes_synced_apps_on_one_instance(
         .await
         .unwrap();
     // Both instances fire the job; one of them syncs the app.
-    let (a, b) = tokio::join!(app.scheduler.sync_templates(), second.sync_templates());
+    let (a, b) = tokio::join!(
+        app.scheduler().sync_templates(),
+        second.scheduler().sync_templates()
+    );
     assert_eq!(a.unwrap() + b.unwrap(), 1);
     let items = app.templates().await["items"].clone();
     assert_eq!(items.as_array().unwrap().len(), 1, "{items}");
@@ -318,7 +221,7 @@ async fn data_breaking_a_synced_template_is_refused_at_creation(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
     let with_data = |data: Value| {
@@ -399,7 +302,12 @@ async fn a_user_whose_rendered_data_breaks_a_rule_fails_invalid_data_and_keeps_t
     db: PgConnectOptions,
 ) {
     // Batches of 2, so checked and unchecked users share batches and the cursor moves.
-    let app = spawn_stepped(db, &[("FORMPUSH_SEND_CONCURRENCY", "2")]).await;
+    let app = spawn_app_with(
+        db,
+        SandboxConfig::default(),
+        &[("FORMPUSH_SEND_CONCURRENCY", "2")],
+    )
+    .await;
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
     let long_room = "一二三四五六七八九十一二三四五六七八九十一二三";
@@ -411,7 +319,7 @@ async fn a_user_whose_rendered_data_breaks_a_rule_fails_invalid_data_and_keeps_t
         ("m-5", "五楼"),
     ];
     for (openid, _) in &users {
-        app.grant(openid, MEETING).await;
+        app.grant(openid, MEETING, 1).await;
     }
     let done = app.send_campaign(&meeting_campaign(&users)).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -419,9 +327,7 @@ async fn a_user_whose_rendered_data_breaks_a_rule_fails_invalid_data_and_keeps_t
     assert_eq!(done["totals"]["failed"], 2, "{done}");
 
     let id = done["id"].as_str().unwrap();
-    let failed = app
-        .get(&format!("/v1/campaigns/{id}/deliveries?status=failed"))
-        .await;
+    let failed = app.deliveries(id, "status=failed").await;
     let mut failed: Vec<(&str, &str, &str)> = failed["items"]
         .as_array()
         .unwrap()
@@ -472,12 +378,12 @@ async fn a_user_whose_rendered_data_breaks_a_rule_fails_invalid_data_and_keeps_t
 
 #[sqlx::test]
 async fn truncate_cuts_over_long_values_to_their_limit(_: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
     let long_room = "一二三四五六七八九十一二三四五六七八九十一二三";
-    app.grant("t-1", MEETING).await;
-    app.grant("t-2", MEETING).await;
+    app.grant("t-1", MEETING, 1).await;
+    app.grant("t-2", MEETING, 1).await;
     let mut body = meeting_campaign(&[("t-1", long_room), ("t-2", "break\nhere")]);
     body["data_policy"] = json!("truncate");
     let done = app.send_campaign(&body).await;
@@ -492,7 +398,7 @@ async fn truncate_cuts_over_long_values_to_their_limit(_: PgPoolOptions, db: PgC
     assert_eq!(app.grants("t-2", MEETING).await, 1);
 
     // Literal values are cut too: they were accepted at creation for that.
-    app.grant("t-3", MEETING).await;
+    app.grant("t-3", MEETING, 1).await;
     let mut literal = meeting_campaign(&[("t-3", "unused")]);
     literal["data_policy"] = json!("truncate");
     literal["data"]["thing1"] = json!({"value": "x".repeat(30)});
@@ -509,10 +415,10 @@ async fn without_a_sync_wechat_refuses_broken_data_with_47003_and_the_campaign_s
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     // WeChat has the template, formpush never synced it: nothing is checked before sending.
     app.wechat.add_template(APPID, meeting());
-    app.grant("w-1", MEETING).await;
+    app.grant("w-1", MEETING, 1).await;
     let long_room = "一二三四五六七八九十一二三四五六七八九十一二三";
     let done = app
         .send_campaign(&meeting_campaign(&[("w-1", long_room)]))
@@ -525,7 +431,7 @@ async fn without_a_sync_wechat_refuses_broken_data_with_47003_and_the_campaign_s
     assert_eq!(app.wechat.subscription_grants(APPID, "w-1", MEETING), 1);
 
     // An enum value off the template's list is refused by WeChat too.
-    app.grant("w-2", MEETING).await;
+    app.grant("w-2", MEETING, 1).await;
     let mut off_list = meeting_campaign(&[("w-2", "三楼")]);
     off_list["data"]["enum_string3"] = json!({"value": "礼堂"});
     let done = app.send_campaign(&off_list).await;
@@ -539,7 +445,7 @@ async fn the_template_endpoints_and_data_policy_are_described_in_openapi(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     let spec: Value = app
         .http
         .get(format!("{}/openapi.json", app.address))
@@ -570,7 +476,7 @@ async fn triggered_messages_are_checked_like_campaigns_and_keys_with_read_list_t
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = spawn_stepped(db, &[]).await;
+    let app = spawn_app(db).await;
     app.wechat.add_template(APPID, meeting());
     assert_eq!(app.sync().await.0, 200);
     let message = |thing: &str| {
@@ -595,7 +501,7 @@ async fn triggered_messages_are_checked_like_campaigns_and_keys_with_read_list_t
     // Valid data gets past the check; this user holds no grant.
     let no_credit = send(message("三楼")).await.unwrap();
     assert_eq!(no_credit.status(), 409);
-    let listed = app.get(&format!("/v1/apps/{APPID}/messages")).await;
+    let listed = app.admin_get(&format!("/v1/apps/{APPID}/messages")).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
 
     // The template list is a `read` operation: a key with read sees it, one without not.

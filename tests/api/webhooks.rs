@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{APPID, SECRET};
-use crate::manual::{subscribe_message, As, Received, Receiver, Stepped};
+use crate::common::receiver::{Received, Receiver};
+use crate::common::{spawn_app, subscribe_message, As, TestApp, APPID, SECRET};
 
 /// Points the test app's webhook at `url`; returns the answer to the PUT.
-async fn set_webhook(app: &Stepped, url: Value) -> Value {
+async fn set_webhook(app: &TestApp, url: Value) -> Value {
     let resp = app
         .call(
             &As::Admin,
@@ -45,7 +45,7 @@ async fn the_webhook_secret_is_returned_once_by_the_put_that_sets_the_url(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let set = set_webhook(&app, json!("https://hooks.example.com/formpush")).await;
     let secret = set["webhook_secret"]
         .as_str()
@@ -110,7 +110,7 @@ async fn a_sent_message_is_pushed_signed_with_the_message_object(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let receiver = Receiver::start(&[]);
     let secret = set_webhook(&app, json!(receiver.url)).await["webhook_secret"]
         .as_str()
@@ -118,8 +118,8 @@ async fn a_sent_message_is_pushed_signed_with_the_message_object(
         .to_string();
     app.grant("o-hook", "TPL_M", 1).await;
     let message = app.accepted(&As::Admin, &subscribe_message("o-hook")).await;
-    app.step().await;
-    assert_eq!(app.dispatch_at(Utc::now()).await, 1);
+    app.run_scheduler().await;
+    assert_eq!(app.dispatch_webhooks_at(Utc::now()).await, 1);
     let received = receiver.received();
     assert_eq!(received.len(), 1);
     assert_signed(&received[0], &secret);
@@ -133,7 +133,7 @@ async fn a_sent_message_is_pushed_signed_with_the_message_object(
     assert_eq!(event["data"]["errcode"], 0);
     // Delivered: nothing more to send.
     assert_eq!(
-        app.dispatch_at(Utc::now() + chrono::Duration::hours(1))
+        app.dispatch_webhooks_at(Utc::now() + chrono::Duration::hours(1))
             .await,
         0
     );
@@ -145,7 +145,7 @@ async fn messages_without_a_credit_or_refused_by_wechat_raise_their_events(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let receiver = Receiver::start(&[]);
     set_webhook(&app, json!(receiver.url)).await;
     let at = Utc::now() + chrono::Duration::minutes(1);
@@ -164,8 +164,8 @@ async fn messages_without_a_credit_or_refused_by_wechat_raise_their_events(
     let mut refused = subscribe_message("o-refused");
     refused["template_id"] = json!("TPL_GONE");
     let refused = app.accepted(&As::Admin, &refused).await;
-    app.step_at(at).await;
-    app.dispatch_at(at).await;
+    app.run_scheduler_at(at).await;
+    app.dispatch_webhooks_at(at).await;
     let mut events: Vec<(String, Value)> = receiver
         .received()
         .iter()
@@ -200,7 +200,7 @@ async fn messages_without_a_credit_or_refused_by_wechat_raise_their_events(
         None,
     )
     .await;
-    assert_eq!(app.dispatch_at(at).await, 0);
+    assert_eq!(app.dispatch_webhooks_at(at).await, 0);
 }
 
 #[sqlx::test]
@@ -208,7 +208,7 @@ async fn a_refused_event_is_retried_with_backoff_until_the_receiver_takes_it(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let receiver = Receiver::start(&[500, 200]);
     let secret = set_webhook(&app, json!(receiver.url)).await["webhook_secret"]
         .as_str()
@@ -217,12 +217,17 @@ async fn a_refused_event_is_retried_with_backoff_until_the_receiver_takes_it(
     app.grant("o-retry", "TPL_M", 1).await;
     app.accepted(&As::Admin, &subscribe_message("o-retry"))
         .await;
-    app.step().await;
+    app.run_scheduler().await;
     let now = Utc::now();
-    assert_eq!(app.dispatch_at(now).await, 1, "first attempt: 500");
-    assert_eq!(app.dispatch_at(now).await, 0, "not due again at once");
+    assert_eq!(app.dispatch_webhooks_at(now).await, 1, "first attempt: 500");
     assert_eq!(
-        app.dispatch_at(now + chrono::Duration::seconds(30)).await,
+        app.dispatch_webhooks_at(now).await,
+        0,
+        "not due again at once"
+    );
+    assert_eq!(
+        app.dispatch_webhooks_at(now + chrono::Duration::seconds(30))
+            .await,
         1,
         "retried within 30 s"
     );
@@ -238,7 +243,11 @@ async fn a_refused_event_is_retried_with_backoff_until_the_receiver_takes_it(
             .await,
         1
     );
-    assert_eq!(app.dispatch_at(now + chrono::Duration::hours(2)).await, 0);
+    assert_eq!(
+        app.dispatch_webhooks_at(now + chrono::Duration::hours(2))
+            .await,
+        0
+    );
 }
 
 #[sqlx::test]
@@ -246,16 +255,16 @@ async fn an_event_no_receiver_takes_within_24_hours_is_given_up(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let receiver = Receiver::start(&[500; 64]);
     set_webhook(&app, json!(receiver.url)).await;
     app.grant("o-down", "TPL_M", 1).await;
     app.accepted(&As::Admin, &subscribe_message("o-down")).await;
-    app.step().await;
+    app.run_scheduler().await;
     let start = Utc::now();
     let mut at = start;
     while at < start + chrono::Duration::hours(25) {
-        app.dispatch_at(at).await;
+        app.dispatch_webhooks_at(at).await;
         at += chrono::Duration::minutes(10);
     }
     let attempts = receiver.received().len();
@@ -275,7 +284,7 @@ async fn events_are_stored_with_the_status_change_and_survive_a_restart(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let mut app = Stepped::spawn(db).await;
+    let mut app = spawn_app(db).await;
     let receiver = Receiver::start(&[]);
     let secret = set_webhook(&app, json!(receiver.url)).await["webhook_secret"]
         .as_str()
@@ -285,7 +294,7 @@ async fn events_are_stored_with_the_status_change_and_survive_a_restart(
     let message = app
         .accepted(&As::Admin, &subscribe_message("o-restart"))
         .await;
-    app.step().await;
+    app.run_scheduler().await;
     assert_eq!(
         app.count("select count(*) from webhook_events where status = 'pending'")
             .await,
@@ -293,7 +302,7 @@ async fn events_are_stored_with_the_status_change_and_survive_a_restart(
         "stored when the message was recorded sent"
     );
     app.restart().await;
-    assert_eq!(app.dispatch_at(Utc::now()).await, 1);
+    assert_eq!(app.dispatch_webhooks_at(Utc::now()).await, 1);
     let received = receiver.received();
     assert_eq!(received.len(), 1);
     assert_signed(&received[0], &secret);
@@ -305,7 +314,7 @@ async fn campaigns_that_complete_or_fail_are_pushed_with_the_campaign_object(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     let receiver = Receiver::start(&[]);
     set_webhook(&app, json!(receiver.url)).await;
     for openid in ["o-c1", "o-c2"] {
@@ -329,11 +338,11 @@ async fn campaigns_that_complete_or_fail_are_pushed_with_the_campaign_object(
         }
     };
     let completed = create(campaign("TPL_M")).await;
-    app.step().await;
+    app.run_scheduler().await;
     app.wechat.set_templates(APPID, &["TPL_M"]);
     let failed = create(campaign("TPL_GONE")).await;
-    app.step().await;
-    app.dispatch_at(Utc::now()).await;
+    app.run_scheduler().await;
+    app.dispatch_webhooks_at(Utc::now()).await;
     let events: Vec<Value> = receiver.received().iter().map(Received::json).collect();
     assert_eq!(events.len(), 2, "{events:?}");
     let of = |kind: &str| events.iter().find(|e| e["type"] == kind).unwrap().clone();
@@ -348,11 +357,11 @@ async fn campaigns_that_complete_or_fail_are_pushed_with_the_campaign_object(
 
 #[sqlx::test]
 async fn an_app_without_a_webhook_stores_no_events(_: PgPoolOptions, db: PgConnectOptions) {
-    let app = Stepped::spawn(db).await;
+    let app = spawn_app(db).await;
     app.grant("o-quiet", "TPL_M", 1).await;
     app.accepted(&As::Admin, &subscribe_message("o-quiet"))
         .await;
-    app.step().await;
+    app.run_scheduler().await;
     assert_eq!(app.count("select count(*) from webhook_events").await, 0);
 }
 
@@ -361,8 +370,8 @@ async fn the_sandbox_stands_in_for_the_team_s_receiver_on_a_laptop(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let app = Stepped::spawn(db).await;
-    let url = format!("{}/sandbox/webhooks", app.wechat_url);
+    let app = spawn_app(db).await;
+    let url = format!("{}/sandbox/webhooks", app.sandbox_url());
     let secret = set_webhook(&app, json!(url)).await["webhook_secret"]
         .as_str()
         .unwrap()
@@ -370,8 +379,8 @@ async fn the_sandbox_stands_in_for_the_team_s_receiver_on_a_laptop(
     app.grant("o-laptop", "TPL_M", 1).await;
     let key = app.key(&["send"]).await;
     let message = app.accepted(&key, &subscribe_message("o-laptop")).await;
-    app.step().await;
-    app.dispatch_at(Utc::now()).await;
+    app.run_scheduler().await;
+    app.dispatch_webhooks_at(Utc::now()).await;
     let kept = app.wechat.webhooks();
     assert_eq!(kept.len(), 1);
     let received = Received {

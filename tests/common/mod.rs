@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +24,9 @@ use chrono::{DateTime, Utc};
 use formpush::config::Settings;
 use formpush::scheduler::Scheduler;
 use formpush::startup::Application;
+use formpush::webhooks::Dispatcher;
 use formpush_sandbox::{Sandbox, SandboxConfig, SandboxServer};
+use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -151,6 +154,7 @@ pub fn start_wechat(config: SandboxConfig) -> (Sandbox, SandboxServer) {
 pub struct Instance {
     pub address: String,
     scheduler: Option<Scheduler>,
+    webhooks: Option<Dispatcher>,
     shutdown: CancellationToken,
     pool: PgPool,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -187,11 +191,13 @@ pub async fn start_instance_on(
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let scheduler = app.scheduler();
+    let webhooks = app.webhooks();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());
     Instance {
         address,
         scheduler,
+        webhooks,
         shutdown,
         pool,
         task,
@@ -208,14 +214,29 @@ impl Instance {
     /// runs start), then sends for every app with work until nothing is left to send.
     /// Returns the number of runs started.
     pub async fn run_scheduler_at(&self, now: DateTime<Utc>) -> usize {
-        let scheduler = self
-            .scheduler
-            .as_ref()
-            .expect("a scheduler to step (not with FORMPUSH_SCHEDULER=off)");
-        tokio::time::timeout(STEP_LIMIT, scheduler.run_until_idle(now))
+        tokio::time::timeout(STEP_LIMIT, self.scheduler().run_until_idle(now))
             .await
             .expect("the scheduler step finishes")
             .expect("the scheduler step succeeds")
+    }
+
+    /// Attempts every webhook event due at `at`, as the dispatcher's loop would; returns the
+    /// attempts made.
+    pub async fn dispatch_webhooks_at(&self, at: DateTime<Utc>) -> usize {
+        let webhooks = self
+            .webhooks
+            .as_ref()
+            .expect("a webhook dispatcher (not with FORMPUSH_SCHEDULER=off)");
+        tokio::time::timeout(STEP_LIMIT, webhooks.run_until_idle(at))
+            .await
+            .expect("the dispatch finishes")
+            .expect("the dispatch succeeds")
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        self.scheduler
+            .as_ref()
+            .expect("a scheduler (not with FORMPUSH_SCHEDULER=off)")
     }
 
     /// Graceful shutdown, as on SIGTERM; returns when the instance has stopped.
@@ -239,6 +260,8 @@ pub struct TestApp {
     pub wechat: Sandbox,
     /// A pool of its own on the app's database, for the test's queries.
     pub pool: PgPool,
+    /// The test's database.
+    pub db: PgConnectOptions,
     wechat_url: String,
     sandbox_server: Mutex<Option<SandboxServer>>,
     instance: Instance,
@@ -260,12 +283,12 @@ pub async fn spawn_app_with(
     extra: &[(&str, &str)],
 ) -> TestApp {
     let app_pool = pool(&db).await;
-    spawn_app_on(pool(&db).await, app_pool, sandbox_config, extra).await
+    spawn_app_on(db, app_pool, sandbox_config, extra).await
 }
 
-/// `TestApp` whose formpush uses `app_pool`, the test's queries `test_pool`.
+/// `TestApp` on the database of `db` whose formpush uses `app_pool`.
 pub async fn spawn_app_on(
-    test_pool: PgPool,
+    db: PgConnectOptions,
     app_pool: PgPool,
     sandbox_config: SandboxConfig,
     extra: &[(&str, &str)],
@@ -280,7 +303,8 @@ pub async fn spawn_app_on(
         address: instance.address.clone(),
         http: reqwest::Client::new(),
         wechat,
-        pool: test_pool,
+        pool: pool(&db).await,
+        db,
         wechat_url: sandbox.base_url.clone(),
         sandbox_server: Mutex::new(Some(sandbox)),
         instance,
@@ -310,6 +334,27 @@ impl TestApp {
         self.instance.run_scheduler_at(now).await
     }
 
+    /// See `Instance::dispatch_webhooks_at`.
+    pub async fn dispatch_webhooks_at(&self, at: DateTime<Utc>) -> usize {
+        self.instance.dispatch_webhooks_at(at).await
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        self.instance.scheduler()
+    }
+
+    /// One more instance on the same database and WeChat, its scheduler stepped by hand.
+    pub async fn another_instance(&self) -> Instance {
+        start_instance(&self.db, &self.wechat_url, &[]).await
+    }
+
+    /// Stops this instance (gracefully) and starts a fresh one in its place.
+    pub async fn restart(&mut self) {
+        let fresh = self.another_instance().await;
+        self.address = fresh.address.clone();
+        std::mem::replace(&mut self.instance, fresh).stop().await;
+    }
+
     /// WeChat goes dark: connections to it are refused.
     pub async fn stop_wechat(&self) {
         let server = self.sandbox_server.lock().expect("sandbox lock").take();
@@ -328,6 +373,34 @@ impl TestApp {
         self.http
             .request(method, format!("{}{path}", self.address))
             .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// A call of `who` to `path` of this instance, with a JSON body if any.
+    pub async fn call(
+        &self,
+        who: &As,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        self.call_at(&self.address, who, method, path, body).await
+    }
+
+    /// A call of `who` to `path` of the instance at `address`.
+    pub async fn call_at(
+        &self,
+        address: &str,
+        who: &As,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        call_as(&self.http, address, who, method, path, body).await
+    }
+
+    /// A new API key of the test app with these scopes.
+    pub async fn key(&self, scopes: &[&str]) -> As {
+        key_of(&self.http, &self.address, APPID, scopes).await
     }
 
     /// An admin GET answered 200, as JSON.
@@ -373,6 +446,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The user logs in and accepts `template` `times` times: WeChat and formpush both
+    /// count the grants.
+    pub async fn grant(&self, openid: &str, template: &str, times: u32) {
+        self.wechat
+            .grant_subscription(APPID, openid, template, times);
+        let token = self.login(openid).await;
+        for _ in 0..times {
+            let resp = self
+                .post_subscriptions(&token, &json!({ template: "accept" }))
+                .await;
+            assert_eq!(resp.status(), 200);
+        }
+    }
+
     /// The user with session `token` reports the answers of a subscribe prompt.
     pub async fn post_subscriptions(&self, token: &str, results: &Value) -> reqwest::Response {
         self.http
@@ -409,6 +496,44 @@ impl TestApp {
         assert_eq!(resp.status(), 200);
         let answer: Value = resp.json().await.unwrap();
         assert_eq!(answer["accepted"], items.len(), "{answer}");
+    }
+
+    /// Imports `n` formIds the sandbox issued to the user a minute apart; returns them,
+    /// oldest first.
+    pub async fn formids(&self, openid: &str, n: usize) -> Vec<String> {
+        let ids: Vec<String> = (0..n)
+            .map(|i| {
+                let at = Utc::now() - chrono::Duration::minutes((n - i) as i64);
+                self.wechat.form_id_created_at(APPID, openid, at)
+            })
+            .collect();
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"openid": openid, "form_id": id}))
+            .collect();
+        let resp = self.import(&json!({ "items": items })).await;
+        assert_eq!(resp.status(), 200);
+        ids
+    }
+
+    /// `who` asks for a message to be sent (`POST /v1/apps/{appid}/messages`).
+    pub async fn post_message(&self, who: &As, body: &Value) -> reqwest::Response {
+        let path = format!("/v1/apps/{APPID}/messages");
+        self.call(who, Method::POST, &path, Some(body)).await
+    }
+
+    /// Posts a message that must be accepted (202); returns it.
+    pub async fn accepted(&self, who: &As, body: &Value) -> Value {
+        let resp = self.post_message(who, body).await;
+        let status = resp.status();
+        let message: Value = resp.json().await.unwrap();
+        assert_eq!(status, 202, "{message}");
+        message
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        self.admin_get(&format!("/v1/apps/{APPID}/messages/{id}"))
+            .await
     }
 
     pub async fn stats(&self) -> Value {
@@ -509,6 +634,67 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+}
+
+/// `(status, error code)` of an error answer.
+pub async fn error_of(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Who calls an API: the admin token or one of an app's API keys.
+#[derive(Clone, Debug)]
+pub enum As {
+    Admin,
+    Key(String),
+}
+
+/// A call of `who` to `path` of the instance at `address`, with a JSON body if any.
+pub async fn call_as(
+    http: &reqwest::Client,
+    address: &str,
+    who: &As,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut req = http.request(method, format!("{address}{path}"));
+    req = match who {
+        As::Admin => req.bearer_auth(ADMIN_TOKEN),
+        As::Key(key) => req.bearer_auth(key),
+    };
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await.unwrap()
+}
+
+/// Makes a key of `appid` with `scopes` through the admin API of the instance at `address`.
+pub async fn key_of(http: &reqwest::Client, address: &str, appid: &str, scopes: &[&str]) -> As {
+    let resp = http
+        .post(format!("{address}/v1/apps/{appid}/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "test backend", "scopes": scopes}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    As::Key(created["key"].as_str().unwrap().to_string())
+}
+
+/// A subscribe message to `openid` with template `TPL_M`, sent now.
+pub fn subscribe_message(openid: &str) -> Value {
+    json!({
+        "openid": openid, "kind": "subscribe", "template_id": "TPL_M",
+        "page": "pages/order/index?id=9",
+        "data": {"thing1": {"value": "Order shipped"}, "time2": {"value": "{{datetime}}"}},
+        "miniprogram_state": "formal", "lang": "zh_CN"
+    })
 }
 
 /// A template campaign body to `now`, for the given audience.
