@@ -276,3 +276,82 @@ pub async fn run_campaign(
         last,
     })
 }
+
+impl Service {
+    /// Creates an API key of `appid` with `scopes`; returns the key (shown once).
+    pub async fn create_key(&self, appid: &str, scopes: &[&str]) -> anyhow::Result<String> {
+        let v = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v1/apps/{appid}/keys"),
+                Some(&json!({"name": "bench", "scopes": scopes})),
+            )
+            .await?;
+        v["key"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("key answer without key: {v}"))
+    }
+
+    /// `POST /v1/apps/{appid}/templates:sync`; returns the synced templates' ids.
+    pub async fn sync_templates(&self, appid: &str) -> anyhow::Result<Vec<String>> {
+        let v = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v1/apps/{appid}/templates:sync"),
+                None,
+            )
+            .await?;
+        Ok(template_ids(&v))
+    }
+
+    /// `GET /v1/apps/{appid}/templates`: the ids of the stored templates.
+    pub async fn templates(&self, appid: &str) -> anyhow::Result<Vec<String>> {
+        let v = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v1/apps/{appid}/templates"),
+                None,
+            )
+            .await?;
+        Ok(template_ids(&v))
+    }
+}
+
+fn template_ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|t| t["template_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A triggered subscribe message to send now (`POST /v1/apps/{appid}/messages`), raw
+/// HTTP/1.1 for `raw_http::RawConn`, authorized by `key`; `marker` is its `thing1` value
+/// (at most 20 ASCII characters), by which the fake WeChat's record of it is found.
+pub fn trigger_request(
+    addr: &str,
+    appid: &str,
+    key: &str,
+    openid: &str,
+    template_id: &str,
+    marker: &str,
+) -> String {
+    let body = json!({
+        "openid": openid,
+        "kind": "subscribe",
+        "template_id": template_id,
+        "data": {"thing1": {"value": marker}, "time2": {"value": "{{datetime}}"}}
+    })
+    .to_string();
+    format!(
+        "POST /v1/apps/{appid}/messages HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}

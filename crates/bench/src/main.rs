@@ -11,6 +11,11 @@
 //! - (b) admin bulk import, 10,000 items per request;
 //! - (d) end-to-end template campaigns to `--users` users against the in-process WeChat
 //!   sandbox answering after 0 ms and after 50 ms;
+//! - (trigger) triggered messages: send-now requests per second over 64 keep-alive
+//!   connections (next to the pgbench single claim), and the time from a POST to the fake
+//!   WeChat accepting the message, on an idle app and while a `--users` campaign sends;
+//! - (templates) a `--users` subscribe campaign on a synced template (every user's data
+//!   checked) against the same campaign unchecked: sends/s and their ratio;
 //! - (soak, only with `--phases soak`) ten minutes of paced ingestion and a campaign every
 //!   30 s at half those rates, with the service's memory, file descriptors, Postgres
 //!   connections and ingestion latency sampled every 10 s: flat or growing;
@@ -48,6 +53,17 @@ use report::{Report, Row, Verdict};
 
 /// The secret of every benchmark app, in the database and in the fake WeChat alike.
 const SECRET: &str = "bench-secret";
+/// Every `--phases` name.
+const KNOWN_PHASES: [&str; 8] = [
+    "pgbench",
+    "claim",
+    "ingest",
+    "import",
+    "campaign",
+    "trigger",
+    "templates",
+    "soak",
+];
 /// The template every benchmark campaign sends.
 const TEMPLATE: &str = "TPL_BENCH";
 
@@ -71,12 +87,13 @@ struct Args {
     /// recreated on it.
     #[arg(long, env = "PG_URL_BASE")]
     pg_url_base: String,
-    /// Phases to run, comma-separated: pgbench, claim, ingest, import, campaign, soak (the
-    /// soak is never in the default list: `--phases soak`).
+    /// Phases to run, comma-separated: pgbench (the Postgres baseline, (e)), claim, ingest,
+    /// import, campaign, trigger, templates, soak (the soak is never in the default list:
+    /// `--phases soak`).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "pgbench,claim,ingest,import,campaign"
+        default_value = "pgbench,claim,ingest,import,campaign,trigger,templates"
     )]
     phases: Vec<String>,
     /// Measured seconds of formId ingestion (after a warm-up) [default: 20; quick: 2].
@@ -127,6 +144,27 @@ struct Args {
     /// (repeatable); the benchmark's own settings (database, bind, WeChat) win.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     service_env: Vec<(String, String)>,
+    /// Trigger: measured seconds of send-now triggers (after a warm-up) [default: 20;
+    /// quick: 2].
+    #[arg(long)]
+    trigger_secs: Option<u64>,
+    /// Trigger: concurrent keep-alive connections posting one message per request.
+    #[arg(long, default_value_t = 64)]
+    trigger_connections: usize,
+    /// Trigger: fake WeChat latency in milliseconds (for every part of the phase).
+    #[arg(long, default_value_t = 50)]
+    trigger_latency_ms: u64,
+    /// Trigger: messages timed from POST to the fake WeChat, on the idle app and again
+    /// while the campaign sends [default: 200; quick: 20].
+    #[arg(long)]
+    trigger_samples: Option<usize>,
+    /// Trigger: milliseconds between two timed messages (one connection, paced).
+    #[arg(long, default_value_t = 50)]
+    trigger_sample_every_ms: u64,
+    /// Templates: fake WeChat latency in milliseconds for both campaigns (0: the sends are
+    /// CPU-bound, so the cost of the checks shows).
+    #[arg(long, default_value_t = 0)]
+    templates_latency_ms: u64,
     /// Keep the benchmark databases afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
@@ -192,6 +230,9 @@ struct Plan {
     soak_warmup_secs: u64,
     soak_campaign_every_secs: u64,
     soak_campaign_users: usize,
+    trigger_secs: u64,
+    trigger_warmup: Duration,
+    trigger_samples: usize,
 }
 
 impl Plan {
@@ -222,6 +263,12 @@ impl Plan {
                 .soak_campaign_users
                 .unwrap_or(if q { 500 } else { 10_000 })
                 .max(1),
+            trigger_secs: args.trigger_secs.unwrap_or(if q { 2 } else { 20 }).max(1),
+            trigger_warmup: Duration::from_millis(if q { 300 } else { 2_000 }),
+            trigger_samples: args
+                .trigger_samples
+                .unwrap_or(if q { 20 } else { 200 })
+                .max(1),
         }
     }
 }
@@ -233,6 +280,17 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
         if args.quick { " (quick)" } else { "" }
     );
 
+    // A misspelt phase (e.g. `e` for `pgbench`) would silently measure nothing.
+    if let Some(unknown) = args
+        .phases
+        .iter()
+        .find(|p| !KNOWN_PHASES.contains(&p.as_str()))
+    {
+        bail!(
+            "unknown phase {unknown:?}; the phases are {}",
+            KNOWN_PHASES.join(", ")
+        );
+    }
     // A phase that fails becomes an ERROR row; the phases after it still run.
     if args.runs("pgbench") {
         let outcome = phases::baseline::run(&args, &plan, report).await;
@@ -244,6 +302,14 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     }
     if phases::served::PHASES.iter().any(|p| args.runs(p)) {
         phases::served::run(&args, &plan, report).await?;
+    }
+    if args.runs("trigger") {
+        let outcome = phases::trigger::run(&args, &plan, report).await;
+        report.error_if_failed("trigger", "triggered messages", outcome);
+    }
+    if args.runs("templates") {
+        let outcome = phases::templates::run(&args, &plan, report).await;
+        report.error_if_failed("templates", "subscribe template checks", outcome);
     }
     // Never in the default list: minutes long.
     if args.runs("soak") {

@@ -106,3 +106,47 @@ pub async fn seed_running_run(pool: &PgPool, appid: &str) -> anyhow::Result<Uuid
     .await?;
     Ok(run_id)
 }
+
+/// Seeds `users` users of the (already registered) `appid`, openids `{prefix}0` ..., each
+/// holding `remaining` subscribe grants of every template in `grants`, in set-based
+/// multi-row inserts; returns their openids in order. The fake WeChat must be told the
+/// same grants (`Sandbox::grant_subscription`) for its sends to succeed.
+pub async fn seed_users_with_grants(
+    pool: &PgPool,
+    appid: &str,
+    prefix: &str,
+    users: usize,
+    grants: &[(&str, i32)],
+) -> anyhow::Result<Vec<String>> {
+    let chunk = 50_000usize;
+    let mut start = 0usize;
+    while start < users {
+        let end = (start + chunk).min(users);
+        sqlx::query(
+            "insert into users (appid, openid)
+             select $1, $2 || g from generate_series($3::bigint, $4::bigint) g",
+        )
+        .bind(appid)
+        .bind(prefix)
+        .bind(start as i64)
+        .bind(end as i64 - 1)
+        .execute(pool)
+        .await?;
+        start = end;
+    }
+    for (template_id, remaining) in grants {
+        sqlx::query(
+            "insert into subscription_grants (user_id, template_id, remaining)
+             select id, $2, $3 from users where appid = $1",
+        )
+        .bind(appid)
+        .bind(template_id)
+        .bind(remaining)
+        .execute(pool)
+        .await?;
+    }
+    sqlx::raw_sql("analyze users; analyze subscription_grants")
+        .execute(pool)
+        .await?;
+    Ok((0..users).map(|i| format!("{prefix}{i}")).collect())
+}

@@ -1,5 +1,6 @@
 //! The measured phases, one module each, named as `--phases` names them (`baseline` is
-//! phase `pgbench`); `served` runs the three that need the service and adds the memory row.
+//! phase `pgbench`); `served` runs the three that need the service and adds the memory row;
+//! `trigger` and `templates` start their own service (and database) each.
 
 pub mod baseline;
 pub mod campaign;
@@ -8,3 +9,5 @@ pub mod import;
 pub mod ingest;
 pub mod served;
 pub mod soak;
+pub mod templates;
+pub mod trigger;
