@@ -98,7 +98,7 @@ pub async fn put_app(
     _: Admin,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<PutApp>,
+    body: crate::api::json::Body<PutApp>,
 ) -> Result<HttpResponse, ApiError> {
     let appid = appid.into_inner();
     validate_appid(&appid)?;

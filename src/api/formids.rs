@@ -185,7 +185,7 @@ pub async fn collect(
     req: HttpRequest,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<ClientBody>,
+    body: crate::api::json::Body<ClientBody>,
 ) -> Result<HttpResponse, ApiError> {
     let session = auth::client_session(&req, &state, &appid)?;
     let body = body.into_inner();
@@ -249,7 +249,7 @@ pub async fn import(
     _: AppAccess<NeedImport>,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<ImportBody>,
+    body: crate::api::json::Body<ImportBody>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().items;
     if items.len() > MAX_IMPORT_ITEMS {

@@ -42,3 +42,45 @@ mod tests {
         assert!(parse(r#"{"n": "7"}"#).is_err());
     }
 }
+
+/// A JSON request body that must be an object. serde reads a struct from a JSON array too
+/// (its fields in order), so `[[]]` would pass as `{"items": []}`; every formpush body is an
+/// object, and anything else is refused like any other invalid body (`422 invalid_body`).
+/// Malformed JSON, a wrong content type and the size limit stay with `web::Json`'s
+/// configuration (`error::json_config`).
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let json = actix_web::web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            if !value.is_object() {
+                return Err(crate::error::ApiError::invalid(
+                    "invalid_body",
+                    "the body must be a JSON object",
+                )
+                .into());
+            }
+            serde_json::from_value(value).map(Body).map_err(|e| {
+                crate::error::ApiError::invalid(
+                    "invalid_body",
+                    format!("the body is not valid: {e}"),
+                )
+                .into()
+            })
+        })
+    }
+}
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}

@@ -67,7 +67,7 @@ pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<KeyRequest>,
+    body: crate::api::json::Body<KeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec =
         KeySpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;

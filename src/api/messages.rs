@@ -103,7 +103,7 @@ pub async fn create(
     access: AppAccess<NeedSend>,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<Value>,
+    body: crate::api::json::Body<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let appid = appid.into_inner();
     let body = body.into_inner();

@@ -38,7 +38,7 @@ pub async fn create(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<LoginBody>,
+    body: crate::api::json::Body<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     // The direct peer: behind a reverse proxy, all clients share its address (see README).
     if let Some(peer) = req.peer_addr() {

@@ -36,7 +36,7 @@ pub async fn record(
     req: HttpRequest,
     state: web::Data<AppState>,
     appid: web::Path<String>,
-    body: web::Json<SubscriptionBody>,
+    body: crate::api::json::Body<SubscriptionBody>,
 ) -> Result<HttpResponse, ApiError> {
     let session = auth::client_session(&req, &state, &appid)?;
     let results = body.into_inner().results;

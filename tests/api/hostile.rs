@@ -227,3 +227,34 @@ async fn extreme_numbers_in_campaign_data_read_back(_: PgPoolOptions, db: PgConn
         json!(-1.7976931348623157e308)
     );
 }
+
+#[sqlx::test]
+async fn a_body_that_is_not_a_json_object_is_refused_and_stores_nothing(
+    _: sqlx::postgres::PgPoolOptions,
+    db: sqlx::postgres::PgConnectOptions,
+) {
+    let app = crate::common::spawn_app(db).await;
+    let appid = crate::common::APPID;
+    // serde would read `[[]]` as `{"items": []}`: formpush bodies are objects only.
+    for (path, body) in [
+        (format!("/v1/apps/{appid}/formids:import"), "[[]]"),
+        ("/v1/campaigns".to_string(), "[]"),
+        (
+            format!("/v1/apps/{appid}/keys"),
+            "[\"backend\", [\"send\"]]",
+        ),
+    ] {
+        let resp = app
+            .admin(reqwest::Method::POST, &path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{path} {body}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "invalid_body", "{path}: {err}");
+    }
+    assert_eq!(app.count("select count(*) from api_keys").await, 0);
+    assert_eq!(app.count("select count(*) from campaigns").await, 0);
+}

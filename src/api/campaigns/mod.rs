@@ -52,7 +52,7 @@ async fn load(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Campaig
 pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
-    body: web::Json<CampaignRequest>,
+    body: crate::api::json::Body<CampaignRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec =
         CampaignSpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;
