@@ -17,32 +17,6 @@ pub fn optional_whole_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>
         .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
 }
 
-#[cfg(test)]
-mod tests {
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    struct Body {
-        #[serde(default, deserialize_with = "super::optional_whole_i32")]
-        n: Option<i32>,
-    }
-
-    fn parse(text: &str) -> Result<Option<i32>, serde_json::Error> {
-        serde_json::from_str::<Body>(text).map(|b| b.n)
-    }
-
-    #[test]
-    fn whole_numbers_parse_however_they_are_written() {
-        assert_eq!(parse(r#"{"n": 12559}"#).unwrap(), Some(12559));
-        assert_eq!(parse(r#"{"n": 12559.0}"#).unwrap(), Some(12559));
-        assert_eq!(parse(r#"{"n": null}"#).unwrap(), None);
-        assert_eq!(parse("{}").unwrap(), None);
-        assert!(parse(r#"{"n": 1.5}"#).is_err());
-        assert!(parse(r#"{"n": 1e12}"#).is_err());
-        assert!(parse(r#"{"n": "7"}"#).is_err());
-    }
-}
-
 /// A JSON request body that must be an object. serde reads a struct from a JSON array too
 /// (its fields in order), so `[[]]` would pass as `{"items": []}`; every formpush body is an
 /// object, and anything else is refused like any other invalid body (`422 invalid_body`).
@@ -82,5 +56,31 @@ impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for Body<T> {
 impl<T> Body<T> {
     pub fn into_inner(self) -> T {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::optional_whole_i32")]
+        n: Option<i32>,
+    }
+
+    fn parse(text: &str) -> Result<Option<i32>, serde_json::Error> {
+        serde_json::from_str::<Body>(text).map(|b| b.n)
+    }
+
+    #[test]
+    fn whole_numbers_parse_however_they_are_written() {
+        assert_eq!(parse(r#"{"n": 12559}"#).unwrap(), Some(12559));
+        assert_eq!(parse(r#"{"n": 12559.0}"#).unwrap(), Some(12559));
+        assert_eq!(parse(r#"{"n": null}"#).unwrap(), None);
+        assert_eq!(parse("{}").unwrap(), None);
+        assert!(parse(r#"{"n": 1.5}"#).is_err());
+        assert!(parse(r#"{"n": 1e12}"#).is_err());
+        assert!(parse(r#"{"n": "7"}"#).is_err());
     }
 }
