@@ -82,13 +82,7 @@ pub struct KeySpec {
 
 impl KeySpec {
     pub fn parse(req: KeyRequest) -> Result<Self, FieldError> {
-        let name = req.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MAX_NAME || name.contains('\0') {
-            return Err(FieldError::new(
-                "invalid_name",
-                format!("name must be 1 to {MAX_NAME} characters, none of them NUL"),
-            ));
-        }
+        let name = super::parse_name(&req.name, MAX_NAME)?;
         let mut scopes = Vec::with_capacity(req.scopes.len());
         for word in &req.scopes {
             let scope = Scope::parse(word).ok_or_else(|| {

@@ -405,6 +405,12 @@ async fn invalid_key_requests_are_refused_naming_the_field(_: PgPoolOptions, db:
             422,
             "invalid_name",
         ),
+        // The bound is on the name as sent (the schema's maxLength), not after trimming.
+        (
+            json!({"name": format!("\u{a0}{}", "x".repeat(100)), "scopes": ["send"]}),
+            422,
+            "invalid_name",
+        ),
         (json!({"name": "x"}), 422, "invalid_body"),
         (
             json!({"name": "x", "scopes": ["send"], "key": "mine"}),

@@ -261,13 +261,7 @@ impl CampaignSpec {
         if req.appid.is_empty() {
             return Err(FieldError::new("invalid_appid", "appid must not be empty"));
         }
-        let name = req.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MAX_NAME {
-            return Err(FieldError::new(
-                "invalid_name",
-                format!("name must be 1 to {MAX_NAME} characters"),
-            ));
-        }
+        let name = crate::domain::parse_name(&req.name, MAX_NAME)?;
         let content = Content::parse(
             kind,
             ContentFields {
