@@ -148,9 +148,15 @@ impl Batch<'_> {
     }
 }
 
+/// Connections kept for claiming, besides the main pool: one per sender that claims at
+/// the same moment; senders of more apps than this wait their turn for a few milliseconds.
+const CLAIM_CONNECTIONS: u32 = 4;
+
 #[derive(Clone)]
 pub struct Pipeline {
     pool: PgPool,
+    /// Where claims run: planned for their parameters every time (`db::claim_pool`).
+    claims: PgPool,
     wechat: WeChatClient,
     tokens: TokenManager,
     settings: SendSettings,
@@ -164,6 +170,7 @@ impl Pipeline {
         settings: SendSettings,
     ) -> Self {
         Self {
+            claims: crate::db::claim_pool(&pool, CLAIM_CONNECTIONS),
             pool,
             wechat,
             tokens,
@@ -391,7 +398,8 @@ impl Pipeline {
         let claimed = match (run.kind, rules) {
             (CampaignKind::Subscribe, Some(rules)) if rules.checks_each_user() => {
                 let pending =
-                    store::deliveries::pending_batch(&self.pool, run.run_id, limit, after).await?;
+                    store::deliveries::pending_batch(&self.claims, run.run_id, limit, after)
+                        .await?;
                 let mut ids = Vec::with_capacity(pending.len());
                 let mut problems = Vec::with_capacity(pending.len());
                 for p in pending {
@@ -409,7 +417,7 @@ impl Pipeline {
                     Vec::new()
                 } else {
                     store::deliveries::claim_subscribe_checked(
-                        &self.pool,
+                        &self.claims,
                         run.run_id,
                         &run.template_id,
                         lease_secs,
@@ -421,7 +429,7 @@ impl Pipeline {
             }
             (CampaignKind::Template, _) => {
                 store::deliveries::claim_template_batch(
-                    &self.pool,
+                    &self.claims,
                     run.run_id,
                     limit,
                     run.formid_pick,
@@ -432,7 +440,7 @@ impl Pipeline {
             }
             (CampaignKind::Subscribe, _) => {
                 store::deliveries::claim_subscribe_batch(
-                    &self.pool,
+                    &self.claims,
                     run.run_id,
                     limit,
                     &run.template_id,
@@ -646,7 +654,7 @@ impl Pipeline {
         horizon: Option<DateTime<Utc>>,
     ) -> anyhow::Result<usize> {
         let claimed = store::messages::claim_due(
-            &self.pool,
+            &self.claims,
             &app.appid,
             self.settings.concurrency as i64,
             self.settings.send_lease.as_secs_f64(),

@@ -1,5 +1,6 @@
 //! Deliveries: claiming a batch (with its credits, in one statement), recording outcomes
-//! (with their credit side effects, in one transaction), recovery and listing.
+//! (with their credit side effects, in one transaction), recovery and listing. The claims
+//! are meant for `db::claim_pool` connections, which plan them for their parameters.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -162,8 +163,7 @@ pub async fn pending_batch(
     limit: i64,
     after_id: i64,
 ) -> sqlx::Result<Vec<Pending>> {
-    let mut tx = custom_plan(pool).await?;
-    let pending = sqlx::query_as!(
+    sqlx::query_as!(
         Pending,
         r#"
         select d.id, d.openid, a.vars as "vars?"
@@ -178,23 +178,8 @@ pub async fn pending_batch(
         after_id,
         limit
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(pending)
-}
-
-/// A transaction whose statements are planned for their parameters. A prepared statement
-/// that Postgres switches to its generic plan reads a run's deliveries without knowing the
-/// run or the cursor, and walks the whole table on every batch: the campaign slows down as
-/// it grows (measured on a checked 100,000-user campaign: 105 sends/s with the generic
-/// plan, 4,101 with custom plans, against 5,813 for the one-statement claim).
-async fn custom_plan(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("set local plan_cache_mode = force_custom_plan")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    .fetch_all(pool)
+    .await
 }
 
 /// Claims the subscribe deliveries `ids` (read by `pending_batch`) whose rendered data
@@ -210,8 +195,7 @@ pub async fn claim_subscribe_checked(
     ids: &[i64],
     problems: &[Option<String>],
 ) -> sqlx::Result<Vec<Claimed>> {
-    let mut tx = custom_plan(pool).await?;
-    let claimed = sqlx::query_as!(
+    sqlx::query_as!(
         Claimed,
         r#"
         with input as (
@@ -250,10 +234,8 @@ pub async fn claim_subscribe_checked(
         template_id,
         lease_secs
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(claimed)
+    .fetch_all(pool)
+    .await
 }
 
 /// The final word on one claimed delivery.
