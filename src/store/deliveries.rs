@@ -195,17 +195,27 @@ pub async fn claim_subscribe_checked(
     ids: &[i64],
     problems: &[Option<String>],
 ) -> sqlx::Result<Vec<Claimed>> {
+    let (Some(&first), Some(&last)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(Vec::new());
+    };
     sqlx::query_as!(
         Claimed,
         r#"
-        with input as (
-            select * from unnest($1::bigint[], $2::text[]) as i(id, problem)
+        with locked as (
+            -- The id range lets the plan read only the batch's stretch of the run's
+            -- pending deliveries, whatever the statistics say: joined to the ids alone, it
+            -- read all of them for every batch (measured: 14 ms a batch at 30,000).
+            select d.id, d.user_id
+            from deliveries d
+            where d.run_id = $3 and d.status = 'pending'
+              and d.id between $6 and $7 and d.id = any($1::bigint[])
+              and d.next_attempt_at <= now()
+            for update of d skip locked
         ),
         picked as (
-            select d.id, d.user_id, i.problem
-            from deliveries d join input i on i.id = d.id
-            where d.run_id = $3 and d.status = 'pending' and d.next_attempt_at <= now()
-            for update of d skip locked
+            select l.id, l.user_id, i.problem
+            from locked l
+            join unnest($1::bigint[], $2::text[]) as i(id, problem) on i.id = l.id
         ),
         granted as (
             update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
@@ -232,7 +242,9 @@ pub async fn claim_subscribe_checked(
         problems as &[Option<String>],
         run_id,
         template_id,
-        lease_secs
+        lease_secs,
+        first,
+        last
     )
     .fetch_all(pool)
     .await

@@ -165,7 +165,7 @@ struct Args {
     /// CPU-bound, so the cost of the checks shows).
     #[arg(long, default_value_t = 0)]
     templates_latency_ms: u64,
-    /// Keep the benchmark databases afterwards (for inspection).
+    /// Keep the benchmark databases and the service logs afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
     /// Soak (phase `soak`, never in the default list): seconds of mixed load

@@ -182,7 +182,8 @@ impl Stack {
 }
 
 /// A working directory for service logs and a fresh database for the service phases: both
-/// removed by `finish` unless kept (`--keep-db`; the logs when one of them has ERROR lines).
+/// removed by `finish` unless kept (both with `--keep-db`; the logs also when one of them
+/// has ERROR lines).
 pub struct Scratch {
     dir: PathBuf,
     db_name: &'static str,
@@ -264,7 +265,9 @@ impl Scratch {
 
     pub async fn finish(self, pg_url_base: &str, keep_db: bool) -> anyhow::Result<()> {
         drop_unless_kept(pg_url_base, self.db_name, keep_db).await?;
-        if !self.keep_logs {
+        if self.keep_logs || keep_db {
+            println!("service logs kept in {}", self.dir.display());
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         Ok(())
