@@ -62,6 +62,8 @@ pub struct SendSettings {
     pub app_lease: Duration,
     /// How long a claimed delivery belongs to its sender before recovery takes it back.
     pub send_lease: Duration,
+    /// Deliveries a filling run is given per step (`store::runs::fill_next_chunk`).
+    pub run_fill_chunk: i64,
 }
 
 impl From<&Settings> for SendSettings {
@@ -71,6 +73,7 @@ impl From<&Settings> for SendSettings {
             retry_backoff: s.retry_backoff,
             app_lease: s.app_lease,
             send_lease: s.send_lease,
+            run_fill_chunk: s.run_fill_chunk,
         }
     }
 }
@@ -182,6 +185,11 @@ impl Pipeline {
         self.settings.app_lease
     }
 
+    /// Deliveries a run is given per statement while it fills.
+    pub fn run_fill_chunk(&self) -> i64 {
+        self.settings.run_fill_chunk
+    }
+
     /// Sends for one app while this instance holds its lease and the app has work.
     pub async fn work_app(
         &self,
@@ -286,9 +294,28 @@ impl Pipeline {
                 }
                 let run_rules = rules.get(&run.run_id).and_then(Option::as_ref);
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
-                let (claimed, last_id) = self
-                    .step_beside_messages(&app, run, run_rules, &gate, after, pace)
-                    .await?;
+                // A run still being filled gets its next chunk of deliveries while this
+                // batch sends: creation keeps ahead of sending, and never holds it up.
+                let fill = async {
+                    if run.filling {
+                        store::runs::fill_next_chunk(
+                            &self.pool,
+                            run.run_id,
+                            self.settings.run_fill_chunk,
+                        )
+                        .await
+                    } else {
+                        Ok(0)
+                    }
+                };
+                let (stepped, filled) = tokio::join!(
+                    self.step_beside_messages(&app, run, run_rules, &gate, after, pace),
+                    fill
+                );
+                let (claimed, last_id) = stepped?;
+                if filled? > 0 || run.filling {
+                    claimed_any = true;
+                }
                 if claimed > 0 {
                     cursors.insert(run.run_id, last_id);
                     claimed_any = true;

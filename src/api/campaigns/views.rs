@@ -121,6 +121,9 @@ pub struct RunView {
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its deliveries are still being created, a chunk at a time while it sends:
+    /// `totals.targeted` grows until this is `false`.
+    pub filling: bool,
     pub totals: Totals,
 }
 
@@ -132,6 +135,7 @@ impl From<RunRow> for RunView {
             status: r.status,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            filling: r.filling,
             totals: r.totals,
         }
     }
