@@ -237,6 +237,27 @@ impl Scratch {
         })
     }
 
+    /// One more service on this database and the fake WeChat at `wechat_base` (a second
+    /// instance beside a stack's), logging to `formpush-{log_tag}.log`.
+    pub async fn start_service(
+        &self,
+        args: &Args,
+        mem: &MemWatch,
+        wechat_base: &str,
+        log_tag: &str,
+    ) -> anyhow::Result<Service> {
+        Service::start(
+            &args.formpush_bin,
+            &args.service_env,
+            &self.database_url,
+            wechat_base,
+            &self.dir,
+            mem,
+            log_tag,
+        )
+        .await
+    }
+
     /// Stops both; ERROR lines in the service's log become a note (prefixed by
     /// `note_prefix`) and keep the logs for reading.
     pub async fn stop_stack(

@@ -7,6 +7,7 @@ pub mod campaign;
 pub mod claim;
 pub mod import;
 pub mod ingest;
+pub mod million;
 pub mod served;
 pub mod soak;
 pub mod templates;
