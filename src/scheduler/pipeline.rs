@@ -246,6 +246,10 @@ impl Pipeline {
         let mut rules: HashMap<Uuid, Option<DataRules>> = Default::default();
         store::deliveries::recover_stale(&self.pool, appid).await?;
         store::messages::recover_stale(&self.pool, appid).await?;
+        // Fillers stop with this sender, whatever ends it.
+        let filling_stop = shutdown.child_token();
+        let _stop_fillers = filling_stop.clone().drop_guard();
+        let mut fillers = Fillers::default();
         while !shutdown.is_cancelled() {
             if renewed.elapsed() >= self.settings.app_lease / 3 {
                 if !store::leases::acquire_app_lease(
@@ -288,34 +292,19 @@ impl Pipeline {
             idle_since = None;
             rules.retain(|run_id, _| runs.iter().any(|r| r.run_id == *run_id));
             let mut claimed_any = false;
+            let mut waiting_for_fill = false;
             for run in &runs {
                 if let Entry::Vacant(unseen) = rules.entry(run.run_id) {
                     unseen.insert(self.data_rules(appid, run).await?);
                 }
                 let run_rules = rules.get(&run.run_id).and_then(Option::as_ref);
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
-                // A run still being filled gets its next chunk of deliveries while this
-                // batch sends: creation keeps ahead of sending, and never holds it up.
-                let fill = async {
-                    if run.filling {
-                        store::runs::fill_next_chunk(
-                            &self.pool,
-                            run.run_id,
-                            self.settings.run_fill_chunk,
-                        )
-                        .await
-                    } else {
-                        Ok(0)
-                    }
-                };
-                let (stepped, filled) = tokio::join!(
-                    self.step_beside_messages(&app, run, run_rules, &gate, after, pace),
-                    fill
-                );
-                let (claimed, last_id) = stepped?;
-                if filled? > 0 || run.filling {
-                    claimed_any = true;
+                if run.filling {
+                    fillers.ensure(self, run.run_id, &filling_stop);
                 }
+                let (claimed, last_id) = self
+                    .step_beside_messages(&app, run, run_rules, &gate, after, pace)
+                    .await?;
                 if claimed > 0 {
                     cursors.insert(run.run_id, last_id);
                     claimed_any = true;
@@ -324,9 +313,16 @@ impl Pipeline {
                     // WeChat unreachable) are found by a pass from the start.
                     cursors.insert(run.run_id, 0);
                     claimed_any = true;
+                } else if run.filling {
+                    // Sending caught up with the filler: wait for its next chunk.
+                    waiting_for_fill = true;
                 } else {
                     store::runs::finish_run_if_done(&self.pool, run.run_id).await?;
                 }
+            }
+            if waiting_for_fill && !claimed_any {
+                fillers.wait_for_chunk(FILL_POLL, shutdown).await;
+                continue;
             }
             if !claimed_any {
                 // Only deliveries in flight elsewhere or waiting for a retry remain.
@@ -831,6 +827,57 @@ impl Pipeline {
 }
 
 /// Waits until the API wakes this sender, `poll` passes, or shutdown.
+/// How long a sender that caught up with a run's filler waits for its next chunk at most
+/// (the filler also wakes it).
+const FILL_POLL: Duration = Duration::from_millis(50);
+
+/// The tasks adding deliveries to this sender's filling runs, one per run: they go on
+/// beside the batches, so that creating a big run never holds its sending up.
+#[derive(Default)]
+struct Fillers {
+    tasks: HashMap<Uuid, tokio::task::JoinHandle<()>>,
+    /// Notified after every chunk.
+    chunk_added: Arc<Notify>,
+}
+
+impl Fillers {
+    /// Starts the run's filler unless it runs already.
+    fn ensure(&mut self, pipeline: &Pipeline, run_id: Uuid, stop: &CancellationToken) {
+        self.tasks.retain(|_, task| !task.is_finished());
+        if self.tasks.contains_key(&run_id) {
+            return;
+        }
+        let (pool, chunk) = (pipeline.pool.clone(), pipeline.settings.run_fill_chunk);
+        let (added, stop) = (self.chunk_added.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match store::runs::fill_next_chunk(&pool, run_id, chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => added.notify_waiters(),
+                    Err(e) => {
+                        tracing::warn!(%run_id, error = ?e, "filling the run failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    }
+                }
+            }
+            // The last call found nothing left and marked the run filled.
+            added.notify_waiters();
+        });
+        self.tasks.insert(run_id, task);
+    }
+
+    async fn wait_for_chunk(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = self.chunk_added.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
 async fn wait_for_work(wake: &Notify, poll: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = wake.notified() => {}
