@@ -238,8 +238,11 @@ pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<boo
         r#"
         update campaign_runs r set status = 'completed', finished_at = now()
         where r.id = $1 and r.status = 'running' and not r.filling
+          -- by campaign and status first: deliveries_by_campaign then holds just the
+          -- unfinished ones, where (run_id, ...) would read every delivery of the run
           and not exists (select 1 from deliveries d
-                          where d.run_id = r.id and d.status in ('pending', 'sending'))
+                          where d.campaign_id = r.campaign_id
+                            and d.status in ('pending', 'sending') and d.run_id = r.id)
         returning r.campaign_id
         "#,
         run_id
