@@ -4,7 +4,7 @@
 use actix_web::{web, Resource};
 
 use super::{
-    apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions,
+    apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions, stats,
     subscriptions, templates, wechat_push,
 };
 use crate::error::ApiError;
@@ -49,6 +49,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(apps::get_app)),
                 )
                 .service(resource("/apps/{appid}/stats", "GET").route(web::get().to(apps::stats)))
+                .service(
+                    resource("/apps/{appid}/stats/expiring", "GET")
+                        .route(web::get().to(stats::expiring)),
+                )
+                .service(
+                    resource("/apps/{appid}/stats/ingestion", "GET")
+                        .route(web::get().to(stats::ingestion)),
+                )
                 .service(
                     resource("/apps/{appid}/sessions", "POST")
                         .route(web::post().to(sessions::create)),
@@ -116,6 +124,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/campaigns/{id}/deliveries", "GET")
                         .route(web::get().to(campaigns::deliveries)),
+                )
+                .service(
+                    resource("/campaigns/{id}/timeline", "GET")
+                        .route(web::get().to(campaigns::timeline::timeline)),
                 ),
         );
 }
