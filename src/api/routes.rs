@@ -39,6 +39,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin", "GET").route(web::get().to(console::page)))
         .service(resource("/admin/", "GET").route(web::get().to(console::page)))
         .service(resource("/admin/admin.js", "GET").route(web::get().to(console::script)))
+        .service(resource("/admin/i18n.js", "GET").route(web::get().to(console::catalogues)))
+        .service(resource("/admin/charts.js", "GET").route(web::get().to(console::charts)))
         .service(resource("/admin/admin.css", "GET").route(web::get().to(console::style)))
         .service(
             web::scope("/v1")
