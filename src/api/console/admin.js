@@ -178,6 +178,7 @@
     applyStatic();
     // Redraw what is on screen in the new language (errors of the old view are dropped).
     for (const e of document.querySelectorAll('.error')) showError(e, null);
+    if (flashed && !$('flash').hidden) $('flash').replaceChildren(tn(flashed.i18n, flashed.params));
     rebuildKeywordRows();
     route();
   }
@@ -404,8 +405,10 @@
   }
 
   let flashTimer = null;
+  let flashed = null; // the message on show, to say again after a language change
   function flash(msg) {
     const f = $('flash');
+    flashed = msg;
     f.replaceChildren(tn(msg.i18n, msg.params));
     f.hidden = false;
     clearTimeout(flashTimer);
@@ -774,10 +777,10 @@
     picked = null;
     // Leave nothing of the signed-in session in the page.
     for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview',
-      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows', 'chart-expiring',
-      'chart-ingestion', 'chart-timeline', 'chart-outcomes']) {
+      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows']) {
       $(id).replaceChildren();
     }
+    for (const id of CHARTS) Charts.clear($(id));
     closeKeyDialog();
     $('campaign-form').reset();
     $('token-input').value = '';
@@ -829,7 +832,7 @@
     const filter = $('campaigns-app');
     const chosen = filter.value;
     filter.replaceChildren(el('option', { value: '' }, T('dash.all_apps')),
-      apps.map((a) => el('option', { value: a.appid, translate: 'no' }, a.appid)));
+      ...apps.map((a) => el('option', { value: a.appid, translate: 'no' }, a.appid)));
     if (apps.some((a) => a.appid === chosen)) filter.value = chosen;
     const formSelect = $('cf-appid');
     const formChosen = formSelect.value;
@@ -971,6 +974,7 @@
     form.querySelector('.schedule-at').hidden = schedule !== 'at';
     form.querySelector('.schedule-cron').hidden = schedule !== 'cron';
     $('cf-at-zone').replaceChildren(tn('cf.at_zone', { offset: 'UTC' + offsetString(new Date()) }));
+    showCsvName();
   }
 
   async function showNew(appid) {
@@ -1235,8 +1239,14 @@
       : tn(summary.i18n, summary.params));
   }
 
+  function showCsvName() {
+    const file = $('cf-csv').files[0];
+    $('cf-csv-name').replaceChildren(file ? data(file.name, 'span') : tn('cf.csv_none'));
+  }
+
   $('cf-csv').addEventListener('change', async () => {
     const file = $('cf-csv').files[0];
+    showCsvName();
     csvAudience = null;
     renderCsvPreview(null);
     showError($('cf-audience-error'), null);
@@ -1360,6 +1370,7 @@
   // ---------- charts ----------
 
   const SERIES = ['sent', 'failed', 'no_formid', 'no_quota', 'capped'];
+  const CHARTS = ['chart-expiring', 'chart-ingestion', 'chart-timeline', 'chart-outcomes'];
 
   function chartFormat() {
     return { fmt: fmtNum, compact: fmtCompact, pct: fmtPct };
@@ -1400,7 +1411,8 @@
   function drawIngestion(answer) {
     const zone = answer.timezone;
     const hours = answer.hours || [];
-    const hourOf = (iso) => Number(dateFormat(zone, { hour: 'numeric', hourCycle: 'h23' }).format(new Date(iso)));
+    const hourOf = (iso) => Number(dateFormat(zone, { hour: 'numeric', hourCycle: 'h23' })
+      .formatToParts(new Date(iso)).find((p) => p.type === 'hour').value);
     const f = chartFormat();
     Charts.bars($('chart-ingestion'), {
       ...f,
@@ -1508,7 +1520,9 @@
     current = null;
     for (const k of ['cv-name', 'cv-id', 'cv-app', 'cv-kind', 'cv-template', 'cv-status',
       'cv-schedule', 'cv-next-run', 'cv-created', 'cv-pause-reason', 'cv-live', 'cv-zone',
-      'chart-timeline', 'chart-outcomes', 'chart-timeline-note']) $(k).replaceChildren();
+      'chart-timeline-note']) $(k).replaceChildren();
+    Charts.clear($('chart-timeline'));
+    Charts.clear($('chart-outcomes'));
     for (const k of TOTALS) $('cv-' + k).textContent = '0';
     setProgress($('cv-progress'), {});
     for (const k of ['cv-error', 'cv-last-error', 'chart-timeline-error']) showError($(k), null);
@@ -1715,8 +1729,11 @@
     for (const id of ['av-error', 'keys-error', 'messages-error', 'chart-expiring-error', 'chart-ingestion-error']) {
       showError($(id), null);
     }
-    for (const id of ['keys-body', 'messages-body', 'chart-expiring', 'chart-ingestion',
-      'chart-expiring-note', 'chart-ingestion-note']) $(id).replaceChildren();
+    for (const id of ['keys-body', 'messages-body', 'chart-expiring-note', 'chart-ingestion-note']) {
+      $(id).replaceChildren();
+    }
+    Charts.clear($('chart-expiring'));
+    Charts.clear($('chart-ingestion'));
     $('messages-more').hidden = true;
     document.title = t('title.view', { view: appid });
     try {

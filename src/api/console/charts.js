@@ -206,5 +206,12 @@ window.FormpushCharts = (() => {
     });
   }
 
-  return { bars, breakdown };
+  // Empties a chart's box and forgets its drawing, so that a resize (such as the box's view
+  // being shown again) does not bring an old chart back.
+  function clear(container) {
+    observed.delete(container);
+    container.replaceChildren();
+  }
+
+  return { bars, breakdown, clear };
 })();
