@@ -894,6 +894,8 @@ async function walkViews(lang) {
   await expectText(byId('cf-error'), /JSON/);
   await audit('form: template, cron, data not JSON');
   await byId('cf-schedule-at').check();
+  await byId('cf-at').waitFor();
+  await audit('form: template, at a time');
   await byId('cf-data').fill('{"keyword1": {"value": "{{city}}"}}');
   await byId('cf-schedule-now').check();
   await byId('cf-submit').click();
