@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod formid;
 pub mod message;
 pub mod session;
+pub mod stats;
 pub mod subscription;
 pub mod template;
 pub mod template_rules;

@@ -4,17 +4,20 @@
 // ports against a fresh database on the server named by PG_URL_BASE, seeds users and
 // formIds through formpush's own admin API, then signs in to the console with
 // playwright-core driving Debian's /usr/bin/chromium and works through it as an admin
-// would. Run it with scripts/e2e (builds, installs what is missing, sets PG_URL_BASE).
+// would: in English, then every view again in Simplified Chinese, checking that each
+// visible text comes from the language's message catalogue, on a desktop and on a
+// phone-sized screen (390 px), with screenshots. Run it with scripts/e2e (builds, installs
+// what is missing, sets PG_URL_BASE and the screenshot directory, and prints it).
 //
 // Environment: PG_URL_BASE (required, postgres://user@host:port), FORMPUSH_BIN (default
-// target/debug/formpush), CHROMIUM (default /usr/bin/chromium), FORMPUSH_E2E_SCREENSHOT
-// (default /tmp/formpush-admin.png).
+// target/debug/formpush), CHROMIUM (default /usr/bin/chromium), FORMPUSH_E2E_SHOTS (the
+// screenshot directory; default a new one under the system's temporary directory).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,14 +27,18 @@ import { chromium } from 'playwright-core';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = process.env.FORMPUSH_BIN || path.join(ROOT, 'target', 'debug', 'formpush');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SCREENSHOT = process.env.FORMPUSH_E2E_SCREENSHOT || '/tmp/formpush-admin.png';
+const SHOTS = process.env.FORMPUSH_E2E_SHOTS || mkdtempSync(path.join(os.tmpdir(), 'formpush-e2e-shots-'));
 const APPID = 'wxe2e0000000000001';
+// A second app whose pool fills the charts.
+const CHARTS_APPID = 'wxe2e0000000000002';
 const SECRET = 'e2e-secret-' + randomBytes(8).toString('hex');
 const ADMIN_TOKEN = 'e2e-admin-' + randomBytes(16).toString('hex');
 const DB_NAME = 'formpush_e2e_' + randomBytes(6).toString('hex');
 const STEP_TIMEOUT = 30_000;
-// The campaign view goes to SCREENSHOT; other views beside it (-form.png, -dashboard.png).
-const shot = (view) => SCREENSHOT.replace(/\.png$/, '') + `-${view}.png`;
+// Screenshots: <language>-<view>[-phone].png in SHOTS.
+mkdirSync(SHOTS, { recursive: true });
+const shot = (view) => path.join(SHOTS, `${view}.png`);
+console.log(`e2e: screenshots in ${SHOTS}`);
 
 // ---------- processes ----------
 
@@ -239,7 +246,8 @@ before(async () => {
 });
 
 step('the console assets have strict headers and no secret', async () => {
-  for (const [p, type] of [['/admin', 'text/html'], ['/admin/admin.js', 'text/javascript'], ['/admin/admin.css', 'text/css']]) {
+  for (const [p, type] of [['/admin', 'text/html'], ['/admin/admin.js', 'text/javascript'],
+    ['/admin/i18n.js', 'text/javascript'], ['/admin/charts.js', 'text/javascript'], ['/admin/admin.css', 'text/css']]) {
     const r = await http('GET', api + p);
     assert.equal(r.status, 200, p);
     assert.ok(r.headers.get('content-type').startsWith(type), `${p}: ${r.headers.get('content-type')}`);
@@ -261,7 +269,7 @@ step('headless Chromium opens /admin', async () => {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     timeout: 60_000,
   });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Asia/Shanghai' });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Asia/Shanghai', locale: 'en-US' });
   context.setDefaultTimeout(STEP_TIMEOUT);
   page = await context.newPage();
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
@@ -296,6 +304,8 @@ step('sign in, see the app and its formId pool', async () => {
 });
 
 let csvCampaignId;
+let cronCampaignId;
+let subscribeCampaignId;
 step('create a template campaign from a CSV and watch it complete', async () => {
   await byId('new-campaign').click();
   await byId('campaign-form').waitFor();
@@ -332,7 +342,7 @@ step('create a template campaign from a CSV and watch it complete', async () => 
   await expectText(byId('cf-error'), /city/);
   await byId('cf-data').fill('{"keyword1": {"value": "Hi {{nickname}}"}, "keyword2": {"value": "{{date}}"}}');
   await byId('cf-schedule-now').check();
-  await page.screenshot({ path: shot('form'), fullPage: true });
+  await page.screenshot({ path: shot('en-form-csv'), fullPage: true });
   await byId('cf-submit').click();
 
   await byId('campaign-view').waitFor();
@@ -368,7 +378,7 @@ step('browse the deliveries', async () => {
   await expectText(rows.first().getByTestId('delivery-openid'), 'o-e2e-dave');
   await byId('deliveries-status').selectOption('');
   await waitFor('4 deliveries again', async () => (await rows.count()) === 4);
-  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  await page.screenshot({ path: shot('en-campaign-deliveries'), fullPage: true });
 });
 
 step('paste openids; page through deliveries with "more"', async () => {
@@ -410,10 +420,11 @@ step('a cron campaign: pause, resume, cancel, and 409s shown', async () => {
   await byId('cf-submit').click();
   await expectText(byId('cv-name'), 'e2e yearly cron');
   const id = (await byId('cv-id').textContent()).trim();
+  cronCampaignId = id;
   await expectText(byId('cv-status'), 'scheduled');
   await expectText(byId('cv-schedule'), 'cron 0 0 3 1 1 * (Asia/Shanghai)');
   // Jan 1st, 03:00 in Shanghai; the browser runs in Asia/Shanghai too.
-  await expectText(byId('cv-next-run'), /^\d{4}-01-01 03:00:00$/);
+  await expectText(byId('cv-next-run'), /^Jan 1, \d{4}, 03:00:00$/);
   await expectText(byId('cv-live'), /^live/);
 
   await byId('cv-pause').click();
@@ -465,7 +476,7 @@ step('the dashboard lists the campaigns and the updated pool', async () => {
   await expectText(card.getByTestId('stat-valid_formids'), 3, 'one formId each was used');
   await expectText(card.getByTestId('stat-consumed'), 3);
   await waitFor('4 campaign rows', async () => (await page.getByTestId('campaign-row').count()) === 4);
-  await page.screenshot({ path: shot('dashboard'), fullPage: true });
+  await page.screenshot({ path: shot('en-dashboard-updated'), fullPage: true });
   await page.locator(`[data-testid="campaign-row"][data-id="${csvCampaignId}"]`).getByTestId('campaign-link').click();
   await expectText(byId('cv-status'), 'completed');
 });
@@ -506,7 +517,7 @@ step("an app's keys: one created and shown once, a message sent with it, then re
   await messageRow.waitFor();
   await expectText(messageRow.getByTestId('message-status'), 'sent');
   await expectText(messageRow.getByTestId('message-openid'), 'o-e2e-alice');
-  await page.screenshot({ path: shot('app'), fullPage: true });
+  await page.screenshot({ path: shot('en-app-keys'), fullPage: true });
 
   // Revoked (confirm() is accepted): the key is refused at once.
   await keyRow.getByTestId('key-revoke').click();
@@ -581,11 +592,12 @@ step('a subscribe campaign on a synced template: keywords checked while typing, 
   assert.deepEqual(JSON.parse(await byId('cf-data').inputValue()), {
     thing1: { value: '{{room}}' }, time2: { value: '{{datetime}}' }, enum_string3: { value: '大会议室' },
   });
-  await page.screenshot({ path: shot('template'), fullPage: true });
+  await page.screenshot({ path: shot('en-form-template'), fullPage: true });
   await byId('cf-submit').click();
 
   // Bob's room breaks the thing rule: his delivery fails invalid_data and keeps his grant.
   await expectText(byId('cv-name'), 'e2e synced template');
+  subscribeCampaignId = (await byId('cv-id').textContent()).trim();
   await expectText(byId('cv-status'), 'completed', 'the subscribe campaign completes');
   await expectText(byId('cv-sent'), 1);
   await expectText(byId('cv-failed'), 1);
@@ -598,6 +610,368 @@ step('a subscribe campaign on a synced template: keywords checked while typing, 
   assert.equal(sent[0].data.thing1.value, '三楼');
   const stats = await ok('GET', `${sb}/sandbox/stats`);
   assert.equal(stats.outcomes.subscribe['47003'], undefined, 'WeChat never saw the broken data');
+});
+
+// ---------- languages and charts ----------
+
+// Runs in the page: every text the console shows must come from the message catalogue of
+// the language on screen. Text nodes, option labels, tooltips, placeholders, aria-labels
+// and the title are checked; data (inside translate="no") is not; dates and numbers
+// formatted by Intl (data-l10n="intl", <time>) must be in the language's script. In the
+// Chinese console, no English text of the catalogue may show either. Returns the problems.
+function auditPage() {
+  const I = window.FormpushI18n;
+  const lang = document.documentElement.lang.startsWith('zh') ? 'zh' : 'en';
+  const PARAM = /(?<!\{)\{\w+\}(?!\})/g;
+  const forms = (v) => (typeof v === 'object' ? Object.values(v) : [v]);
+  const values = Object.values(I.catalogues[lang]).flatMap(forms);
+  const norm = (x) => x.replace(/\s+/g, ' ').trim();
+  const esc = (x) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const letters = /\p{L}/u;
+  const fragments = new Set(values.flatMap((v) => v.split(PARAM).map(norm)).filter(Boolean));
+  // Whole messages with their parameters filled in (only those with words of their own).
+  const patterns = values.filter((v) => letters.test(v.replace(PARAM, ''))).map((v) =>
+    new RegExp('^\\s*' + v.trim().split(PARAM).map(esc).join('[\\s\\S]*?') + '\\s*$'));
+  const fromCatalogue = (x) => !letters.test(x) || fragments.has(norm(x)) || patterns.some((re) => re.test(x));
+  const isData = (e) => Boolean(e.closest('[translate="no"]'));
+  const visible = (e) => e.checkVisibility({ visibilityProperty: true });
+  const problems = [];
+  const shown = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const text = n.nodeValue;
+    const host = n.parentElement;
+    if (!letters.test(text) || !host || isData(host) || host.closest('option, title, textarea, script, style')) continue;
+    if (!visible(host)) continue;
+    if (host.closest('[data-l10n="intl"], time')) {
+      const wrong = lang === 'zh' ? /[A-Za-z]/.test(text.replace(/GMT|UTC/g, '')) : /[\u3000-\u9fff]/.test(text);
+      if (wrong) problems.push(`formatted for the wrong language: ${JSON.stringify(text)}`);
+      continue;
+    }
+    shown.push(text);
+    if (!fromCatalogue(text)) problems.push(`text: ${JSON.stringify(norm(text))} (in <${host.tagName.toLowerCase()}>)`);
+  }
+  for (const select of document.querySelectorAll('select')) {
+    if (isData(select) || !visible(select)) continue;
+    for (const o of select.options) {
+      if (isData(o)) continue;
+      shown.push(o.text);
+      if (!fromCatalogue(o.text)) problems.push(`option: ${JSON.stringify(o.text)}`);
+    }
+  }
+  for (const title of document.querySelectorAll('svg title')) {
+    if (isData(title) || !visible(title.parentElement)) continue;
+    if (!fromCatalogue(title.textContent)) problems.push(`tooltip: ${JSON.stringify(title.textContent)}`);
+  }
+  for (const attr of ['placeholder', 'aria-label', 'title']) {
+    for (const e of document.querySelectorAll(`[${attr}]`)) {
+      if (isData(e) || !visible(e)) continue;
+      const v = e.getAttribute(attr);
+      shown.push(v);
+      if (!fromCatalogue(v)) problems.push(`${attr}: ${JSON.stringify(v)}`);
+    }
+  }
+  if (!fromCatalogue(document.title)) problems.push(`title: ${JSON.stringify(document.title)}`);
+  if (lang === 'zh') {
+    // No English text of the catalogue, even as part of another text; terms the Chinese
+    // catalogue uses itself (openid, formId, cron...) are not English text.
+    const all = shown.join('\n');
+    const zhAll = Object.values(I.catalogues.zh).flatMap(forms).join('\n');
+    const same = new Set(I.same);
+    const within = (part, text) => new RegExp(`(^|[^A-Za-z_])${esc(part)}($|[^A-Za-z_])`).test(text);
+    for (const [key, v] of Object.entries(I.catalogues.en)) {
+      if (same.has(key)) continue;
+      for (const part of forms(v).flatMap((x) => x.split(PARAM)).map(norm)) {
+        if (part.length < 4 || !/[A-Za-z]{2}/.test(part) || within(part, zhAll)) continue;
+        if (within(part, all)) problems.push(`English text of ${key}: ${JSON.stringify(part)}`);
+      }
+    }
+  }
+  return problems;
+}
+
+async function audit(view) {
+  const lang = await page.evaluate(() => document.documentElement.lang);
+  const problems = await page.evaluate(auditPage);
+  assert.deepEqual(problems, [], `${lang} ${view}: texts not from the catalogue`);
+}
+
+step('the two message catalogues have the same keys, parameters and plural forms', async () => {
+  const { en, zh, same } = await page.evaluate(() => ({
+    en: window.FormpushI18n.catalogues.en, zh: window.FormpushI18n.catalogues.zh, same: window.FormpushI18n.same,
+  }));
+  assert.deepEqual(Object.keys(zh).sort(), Object.keys(en).sort(), 'same keys in both languages');
+  const params = (v) => [...new Set((typeof v === 'object' ? Object.values(v) : [v])
+    .flatMap((x) => [...x.matchAll(/(?<!\{)\{(\w+)\}(?!\})/g)].map((m) => m[1])))].sort();
+  for (const key of Object.keys(en)) {
+    assert.deepEqual(params(zh[key]), params(en[key]), `${key}: the same parameters`);
+    if (typeof en[key] === 'object') assert.ok('other' in en[key] && 'one' in en[key], `${key}: one and other`);
+    if (same.includes(key)) assert.equal(JSON.stringify(zh[key]), JSON.stringify(en[key]), `${key} is listed as the same`);
+    else assert.notEqual(JSON.stringify(zh[key]), JSON.stringify(en[key]), `${key} is not translated`);
+  }
+  assert.ok(Object.keys(en).length > 300, 'every text of the console is in the catalogue');
+});
+
+step("the browser's language picks the console's; the switch changes it and is remembered", async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
+  try {
+    const zhPage = await context.newPage();
+    const errors = [];
+    zhPage.on('pageerror', (e) => errors.push(String(e)));
+    zhPage.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await zhPage.goto(`${api}/admin`);
+    const title = zhPage.locator('#view-login h1');
+    await waitFor('the Chinese login', async () => (await title.textContent()) === '登录');
+    assert.equal(await zhPage.evaluate(() => document.documentElement.lang), 'zh-CN');
+    assert.equal(await zhPage.getByTestId('lang-switch').textContent(), 'English');
+    assert.equal(await zhPage.getByTestId('login-submit').textContent(), '登录');
+    await zhPage.screenshot({ path: shot('zh-login-phone'), fullPage: true });
+    await zhPage.getByTestId('lang-switch').click();
+    await waitFor('the English login', async () => (await title.textContent()) === 'Sign in');
+    await zhPage.reload();
+    await waitFor('English after a reload', async () => (await title.textContent()) === 'Sign in');
+    assert.equal(await zhPage.evaluate(() => localStorage.getItem('formpush.lang')), 'en');
+    await zhPage.getByTestId('lang-switch').click();
+    await zhPage.reload();
+    await waitFor('Chinese after a reload', async () => (await title.textContent()) === '登录');
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+  // The signed-in page is English: its browser speaks English and nothing was chosen there.
+  assert.equal(await page.evaluate(() => document.documentElement.lang), 'en');
+});
+
+// Android formIds are millisecond timestamps (valid 7 days from then): these expire over the
+// coming week, a few each day.
+const chartPlan = [[0.3, 4], [1, 9], [2, 3], [3, 12], [4, 6], [5, 2], [6, 7], [6.95, 5]];
+const chartCredits = chartPlan.reduce((s, [, n]) => s + n, 0);
+
+step('a second app with a pool for the charts', async () => {
+  await ok('PUT', `${api}/v1/apps/${CHARTS_APPID}`, { token: ADMIN_TOKEN, body: { secret: 'e2e-charts-secret' } });
+  const now = Date.now();
+  const items = [];
+  chartPlan.forEach(([days, n], k) => {
+    for (let i = 0; i < n; i++) {
+      const created = Math.round(now + days * 86_400_000 - 7 * 86_400_000) + k * 100 + i;
+      items.push({ openid: `o-chart-${String(i % 6)}`, form_id: String(created) });
+    }
+  });
+  const imported = await ok('POST', `${api}/v1/apps/${CHARTS_APPID}/formids:import`, { token: ADMIN_TOKEN, body: { items } });
+  assert.equal(imported.accepted, chartCredits, JSON.stringify(imported));
+  // As if they had come in over the last three days (the API stamps the time of receipt).
+  const psql = pgTool('psql');
+  assert.ok(psql, 'psql is needed to date the credits back');
+  const r = spawnSync(psql, [`${pgBase}/${DB_NAME}`, '-qXc',
+    `update formids set received_at = now() - make_interval(hours => (id * 37 % 71)::int, mins => (id * 13 % 60)::int)
+     where appid = '${CHARTS_APPID}'`], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+});
+
+// The bars a chart drew: each bar's total, in order.
+const barTotals = (testid) => page.locator(`[data-testid="${testid}"] g.bar`)
+  .evaluateAll((gs) => gs.map((g) => Number(g.dataset.total)));
+
+step('the app page charts the credits expiring per day and received per hour, as the API counts them', async () => {
+  await page.goto(`${api}/admin#/apps/${CHARTS_APPID}`);
+  await byId('expiring-svg').waitFor();
+  await byId('ingestion-svg').waitFor();
+  const q = 'timezone=Asia/Shanghai';
+  const expiring = await ok('GET', `${api}/v1/apps/${CHARTS_APPID}/stats/expiring?days=8&${q}`, { token: ADMIN_TOKEN });
+  assert.deepEqual(await barTotals('expiring-svg'), expiring.days.map((d) => d.formids));
+  assert.equal(expiring.days.reduce((s, d) => s + d.formids, 0), chartCredits);
+  const ingestion = await ok('GET', `${api}/v1/apps/${CHARTS_APPID}/stats/ingestion?hours=72&${q}`, { token: ADMIN_TOKEN });
+  await waitFor('72 hourly bars', async () => (await barTotals('ingestion-svg')).length === 72);
+  const drawn = await barTotals('ingestion-svg');
+  assert.deepEqual(drawn.slice(0, 71), ingestion.hours.slice(0, 71).map((h) => h.formids));
+  assert.equal(ingestion.total, chartCredits);
+  await expectText(byId('av-zone'), /Asia\/Shanghai \(GMT\+8\)/);
+  await expectText(byId('chart-expiring-note'), new RegExp(`^${chartCredits} usable`));
+  // A week of hours: 168 bars.
+  await byId('ingestion-hours').selectOption('168');
+  await waitFor('168 hourly bars', async () => (await barTotals('ingestion-svg')).length === 168);
+  await byId('ingestion-hours').selectOption('72');
+  await waitFor('72 hourly bars again', async () => (await barTotals('ingestion-svg')).length === 72);
+  await page.screenshot({ path: shot('en-app-charts'), fullPage: true });
+});
+
+step('the campaign page charts sends over time and the outcomes, failures by errcode', async () => {
+  await page.goto(`${api}/admin#/campaigns/${csvCampaignId}`);
+  await byId('timeline-svg').waitFor();
+  const timeline = await ok('GET', `${api}/v1/campaigns/${csvCampaignId}/timeline?timezone=Asia/Shanghai`, { token: ADMIN_TOKEN });
+  assert.deepEqual(await barTotals('timeline-svg'),
+    timeline.buckets.map((b) => b.sent + b.failed + b.no_formid + b.no_quota + b.capped));
+  const rows = () => page.locator('[data-testid="outcomes-svg"] g.row')
+    .evaluateAll((gs) => Object.fromEntries(gs.map((g) => [g.dataset.key, Number(g.dataset.value)])));
+  assert.deepEqual(await rows(), { sent: 3, no_formid: 1, capped: 0 });
+  await expectText(byId('chart-timeline-note'), /^Each bar: 10 seconds, in Asia\/Shanghai/);
+
+  await page.goto(`${api}/admin#/campaigns/${subscribeCampaignId}`);
+  await byId('outcomes-svg').waitFor();
+  await waitFor('the subscribe outcomes', async () => JSON.stringify(await rows()) ===
+    JSON.stringify({ sent: 1, no_quota: 0, 'failed:invalid_data': 1, capped: 0 }));
+  const failed = page.locator('[data-testid="outcomes-svg"] g.row[data-key="failed:invalid_data"] text.row-label');
+  assert.equal(await failed.textContent(), 'failed: errcode invalid_data (data broke the template’s rules)');
+  await page.screenshot({ path: shot('en-campaign-charts'), fullPage: true });
+});
+
+// Every view, audited and photographed in the language on screen.
+async function walkViews(lang) {
+  // Dashboard.
+  await byId('nav-dashboard').click();
+  const card = page.locator(`[data-testid="app-card"][data-appid="${CHARTS_APPID}"]`);
+  await expectText(card.getByTestId('stat-valid_formids'), String(chartCredits));
+  await waitFor('the campaign rows', async () => (await page.getByTestId('campaign-row').count()) >= 5);
+  await audit('dashboard');
+  await page.screenshot({ path: shot(`${lang}-dashboard`), fullPage: true });
+
+  // The charts app.
+  await card.getByTestId('app-keys-link').click();
+  await byId('expiring-svg').waitFor();
+  await byId('ingestion-svg').waitFor();
+  await byId('keys-empty').waitFor();
+  await audit('app with charts');
+  await page.screenshot({ path: shot(`${lang}-app-charts`), fullPage: true });
+
+  // The first app: a key shown once in its dialog, then revoked; its messages.
+  await page.goto(`${api}/admin#/apps/${APPID}`);
+  await byId('message-row').first().waitFor();
+  await byId('kf-name').fill(`e2e-${lang}`);
+  await byId('kf-submit').click();
+  await byId('key-dialog').waitFor();
+  await byId('kd-copy').click();
+  await byId('kd-copied').waitFor();
+  await audit('new key dialog');
+  await byId('kd-done').click();
+  await byId('key-row').first().waitFor();
+  await audit('app with a key');
+  await page.screenshot({ path: shot(`${lang}-app-keys`), fullPage: true });
+  await byId('key-revoke').first().click();
+  await byId('keys-empty').waitFor();
+
+  // Campaigns: the CSV one, the subscribe one, and the cancelled cron one refusing a pause.
+  for (const [name, id] of [['campaign-csv', csvCampaignId], ['campaign-subscribe', subscribeCampaignId]]) {
+    await page.goto(`${api}/admin#/campaigns/${id}`);
+    await byId('outcomes-svg').waitFor();
+    await byId('delivery-row').first().waitFor();
+    await audit(name);
+    await page.screenshot({ path: shot(`${lang}-${name}`), fullPage: true });
+  }
+  await page.goto(`${api}/admin#/campaigns/${cronCampaignId}`);
+  await byId('runs-empty').waitFor();
+  await byId('cv-pause').click();
+  await byId('cv-error').waitFor();
+  await audit('campaign refusing a transition');
+
+  // The form: a subscribe campaign on the synced template with a CSV audience and a value
+  // breaking its rule, a refused submit; then template data that is not JSON, and one the
+  // server refuses.
+  await byId('nav-new-campaign').click();
+  await byId('campaign-form').waitFor();
+  await byId('cf-appid').selectOption(APPID);
+  await byId('cf-name').fill(`e2e ${lang} form`);
+  await byId('cf-kind').selectOption('subscribe');
+  await waitFor('the synced template', async () => (await byId('cf-template-pick').locator('option').count()) > 1);
+  await byId('cf-template-pick').selectOption({ index: 1 });
+  await byId('cf-audience-csv').check();
+  await byId('cf-csv').setInputFiles({ name: 'rooms.csv', mimeType: 'text/csv', buffer: Buffer.from('openid,room\no-e2e-alice,三楼\n') });
+  await byId('cf-csv-preview').waitFor();
+  const input = (key) => page.locator(`[data-testid="kw-input"][data-key="${key}"]`);
+  await input('thing1').fill('{{room}}');
+  await input('time2').fill('3pm');
+  await input('enum_string3').fill('大会议室');
+  await byId('cf-submit').click();
+  await byId('cf-error').waitFor();
+  await audit('form: subscribe, synced template, CSV');
+  await page.screenshot({ path: shot(`${lang}-form-subscribe`), fullPage: true });
+  await byId('cf-kind').selectOption('template');
+  await byId('cf-template-id').fill('TPL_E2E');
+  await byId('cf-audience-openids').check();
+  await byId('cf-openids').fill('o-e2e-alice');
+  await byId('cf-schedule-cron').check();
+  await byId('cf-data').fill('{"keyword1": ');
+  await byId('cf-submit').click();
+  await expectText(byId('cf-error'), /JSON/);
+  await audit('form: template, cron, data not JSON');
+  await byId('cf-schedule-at').check();
+  await byId('cf-at').waitFor();
+  await audit('form: template, at a time');
+  await byId('cf-data').fill('{"keyword1": {"value": "{{city}}"}}');
+  await byId('cf-schedule-now').check();
+  await byId('cf-submit').click();
+  await expectText(byId('cf-error'), /unknown_placeholder/);
+  await audit('form: refused by the server');
+  await page.screenshot({ path: shot(`${lang}-form-template`), fullPage: true });
+
+  // Signed out, a wrong token, signed in again.
+  await byId('signout').click();
+  await byId('login-form').waitFor();
+  await audit('login, signed out');
+  await byId('token-input').fill('not-the-admin-token');
+  await byId('login-submit').click();
+  await expectText(byId('login-error'), /invalid_admin_token/);
+  await audit('login, wrong token');
+  await page.screenshot({ path: shot(`${lang}-login`), fullPage: true });
+  await byId('token-input').fill(ADMIN_TOKEN);
+  await byId('login-submit').click();
+  await page.locator('[data-testid="app-card"]').first().waitFor();
+}
+
+step('every view in English: each text from the English catalogue', async () => {
+  await walkViews('en');
+});
+
+step('every view in Chinese: each text from the Chinese catalogue, dates and numbers for zh-CN', async () => {
+  await byId('lang-switch').click();
+  await waitFor('the Chinese dashboard', async () => (await byId('nav-dashboard').textContent()) === '总览');
+  assert.equal(await page.evaluate(() => localStorage.getItem('formpush.lang')), 'zh');
+  await walkViews('zh');
+  // Dates and numbers as zh-CN writes them, in the app's zone (shown).
+  await page.goto(`${api}/admin#/campaigns/${csvCampaignId}`);
+  await byId('outcomes-svg').waitFor();
+  await expectText(page.locator('#cv-created'), /^\d{4}年\d{1,2}月\d{1,2}日 \d{2}:\d{2}:\d{2}$/);
+  await expectText(byId('cv-zone'), /^时间按 Asia\/Shanghai（GMT\+8）显示/);
+  await expectText(byId('cv-status'), '已完成');
+  await expectText(byId('chart-timeline-note'), /^每根柱子：10秒钟，时间按 Asia\/Shanghai/);
+  assert.equal(await page.locator('[data-testid="outcomes-svg"] g.row[data-key="sent"] text.row-label').textContent(), '已发送');
+  // A server error: its code in Chinese, the server's words beside it.
+  await page.goto(`${api}/admin#/campaigns/${cronCampaignId}`);
+  await byId('runs-empty').waitFor();
+  await byId('cv-pause').click();
+  await expectText(byId('cv-error'), /^推送活动当前的状态下不能这样操作。 \(invalid_transition: a cancelled campaign cannot be paused\)$/);
+});
+
+step('a phone-sized screen (390 px): no page-wide scrolling, charts fit, in both languages', async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    for (const lang of ['zh', 'en']) {
+      const current = await page.evaluate(() => document.documentElement.lang);
+      if (!current.startsWith(lang)) await byId('lang-switch').click();
+      for (const [name, hash, ready] of [
+        ['dashboard', '#/', 'app-card'],
+        ['app-charts', `#/apps/${CHARTS_APPID}`, 'ingestion-svg'],
+        ['campaign-subscribe', `#/campaigns/${subscribeCampaignId}`, 'outcomes-svg'],
+        ['form', '#/new', 'campaign-form'],
+      ]) {
+        await page.goto(`${api}/admin${hash}`);
+        await page.getByTestId(ready).first().waitFor();
+        await page.waitForTimeout(300); // charts redraw for the width
+        const widths = await page.evaluate(() => ({
+          page: document.documentElement.scrollWidth,
+          charts: [...document.querySelectorAll('svg.chart-svg')]
+            .filter((svg) => svg.checkVisibility())
+            .map((svg) => [svg.getBoundingClientRect().width, svg.parentElement.clientWidth]),
+        }));
+        assert.ok(widths.page <= 390, `${lang} ${name}: the page is ${widths.page} px wide`);
+        for (const [svg, box] of widths.charts) assert.ok(svg <= box + 0.5, `${lang} ${name}: a chart overflows`);
+        await audit(`${name} on a phone`);
+        await page.screenshot({ path: shot(`${lang}-${name}-phone`), fullPage: true });
+      }
+    }
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+  await page.goto(`${api}/admin#/`);
 });
 
 step('no secret in the page; sign out forgets the token', async () => {

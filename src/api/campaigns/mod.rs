@@ -1,5 +1,6 @@
 //! The campaign admin API: create, list, read, pause / resume / cancel, runs, deliveries.
 
+pub mod timeline;
 mod views;
 
 pub use views::{
