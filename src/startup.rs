@@ -23,7 +23,7 @@ use crate::scheduler::{
 };
 use crate::store::{
     self,
-    apps::{AppUpsert, WebhookChange},
+    apps::{AppUpsert, Change, WebhookChange},
 };
 use crate::webhooks::Dispatcher;
 use crate::wechat::{client::WeChatClient, token::TokenManager};
@@ -79,6 +79,8 @@ impl Application {
                     send_rate_per_sec: None,
                     token_api: None,
                     webhook: WebhookChange::Keep,
+                    frequency_cap: Change::Keep,
+                    quiet_hours: Change::Keep,
                 },
             )
             .await

@@ -23,7 +23,10 @@ use crate::store::{deliveries, runs, templates};
 /// One campaign with its totals.
 async fn render_one(state: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError> {
     let totals = store::totals(&state.pool, row.id).await?;
-    Ok(CampaignView::new(row, totals)?)
+    let hold = store::run_holds_of(&state.pool, &[row.id])
+        .await?
+        .remove(&row.id);
+    Ok(CampaignView::new(row, totals, hold)?)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -112,11 +115,13 @@ pub async fn list(
     let rows = store::list(&state.pool, appid, limit).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut totals = store::totals_of(&state.pool, &ids).await?;
+    let mut holds = store::run_holds_of(&state.pool, &ids).await?;
     let items = rows
         .into_iter()
         .map(|row| {
             let row_totals = totals.remove(&row.id).unwrap_or_default();
-            CampaignView::new(row, row_totals)
+            let hold = holds.remove(&row.id);
+            CampaignView::new(row, row_totals, hold)
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(HttpResponse::Ok().json(CampaignList { items }))
@@ -247,7 +252,7 @@ pub async fn deliveries(
         Some(word) => Some(ShownDeliveryStatus::parse(word).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_status",
-                "status must be sent, failed, no_formid, no_quota or pending",
+                "status must be sent, failed, no_formid, no_quota, capped or pending",
             )
         })?),
     };
