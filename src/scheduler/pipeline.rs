@@ -15,6 +15,10 @@
 //! rendered and checked against the template's rules (loaded once per run), then one
 //! statement fails the broken ones (`invalid_data`) and spends grants for the rest only.
 
+mod test_send;
+
+pub use test_send::{TestContent, TestResult, TestUser};
+
 use std::collections::{hash_map::Entry, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -243,6 +243,33 @@ pub enum Transition {
     Cancel,
 }
 
+/// The placeholder values of those of `openids` that are in the campaign's listed
+/// audience (an `all` audience has none).
+pub async fn audience_vars(
+    pool: &PgPool,
+    campaign: &CampaignRow,
+    openids: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, Value>> {
+    let storable: Vec<&str> = openids
+        .iter()
+        .map(String::as_str)
+        .filter(|o| super::storable(o))
+        .collect();
+    let rows = sqlx::query!(
+        r#"
+        select u.openid, a.vars
+        from users u join campaign_audience a on a.user_id = u.id and a.campaign_id = $1
+        where u.appid = $3 and u.openid = any($2::text[])
+        "#,
+        campaign.id,
+        &storable as &[&str],
+        campaign.appid
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.openid, r.vars)).collect())
+}
+
 /// When the running runs of each of `campaign_ids` that hold for their app's quiet hours
 /// resume (the earliest per campaign; campaigns without such a run are absent).
 pub async fn run_holds_of(

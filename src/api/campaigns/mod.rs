@@ -1,7 +1,13 @@
-//! The campaign admin API: create, list, read, pause / resume / cancel, runs, deliveries.
+//! The campaign admin API: create (and preview), list, read, pause / resume / cancel, test
+//! sends, runs, deliveries.
 
+pub mod hygiene;
 mod views;
 
+pub use hygiene::{
+    preview, test_send, Preview, PreviewProblem, PreviewSample, TestSendAnswer, TestSendRequest,
+    TestSendResult, TestSendStatus,
+};
 pub use views::{
     AudienceView, CampaignList, CampaignView, DeliveryPage, DeliveryView, ErrCode, RunList, RunView,
 };
@@ -16,6 +22,7 @@ use crate::api::state::AppState;
 use crate::domain::api_key::Scope;
 use crate::domain::campaign::{CampaignKind, CampaignRequest, CampaignSpec};
 use crate::domain::delivery::ShownDeliveryStatus;
+use crate::domain::template::DataRules;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
 use crate::store::{deliveries, runs, templates};
@@ -59,21 +66,33 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let spec =
         CampaignSpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;
-    // A synced template knows its keywords and their rules; one never synced is not checked.
-    if spec.kind == CampaignKind::Subscribe {
-        if let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await?
-        {
-            template
-                .check_data(&spec.data, spec.data_policy)
-                .map_err(|e| ApiError::invalid(e.code, e.message))?;
-        }
-    }
+    checked_rules(&state, &spec).await?;
     let row = match store::create(&state.pool, &spec, Utc::now()).await {
         Ok(row) => row,
         Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),
         Err(CreateError::Db(e)) => return Err(e.into()),
     };
     Ok(HttpResponse::Created().json(render_one(&state, row).await?))
+}
+
+/// A subscribe campaign on a synced template: its data checked against the template's
+/// keywords and rules (`422 invalid_data`), and the rules each user's rendered data will be
+/// held to. A template never synced is not checked.
+async fn checked_rules(
+    state: &AppState,
+    spec: &CampaignSpec,
+) -> Result<Option<DataRules>, ApiError> {
+    if spec.kind != CampaignKind::Subscribe {
+        return Ok(None);
+    }
+    let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await?
+    else {
+        return Ok(None);
+    };
+    template
+        .check_data(&spec.data, spec.data_policy)
+        .map_err(|e| ApiError::invalid(e.code, e.message))?;
+    Ok(Some(DataRules::new(&template, &spec.data, spec.data_policy)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
