@@ -355,7 +355,7 @@ pub async fn claim_for_test(
                 array(select $5::text from asked),
                 false)
         )
-        select a.openid as "openid!", a.user_id, c.formid_id, c.form_id,
+        select a.openid as "openid!", a.user_id as "user_id?", c.formid_id, c.form_id,
                coalesce(c.granted, false) as "granted!", c.slot_at
         from asked a left join credit c on c.key = a.n
         order by a.n

@@ -579,6 +579,25 @@ mod tests {
     }
 
     #[test]
+    fn cron_firings_fall_on_whole_seconds() {
+        let spec = CampaignSpec::parse(request(json!({"schedule":
+            {"type": "cron", "cron": "0 0 3 * * *", "timezone": "Asia/Shanghai"}})))
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(975);
+        assert_eq!(
+            spec.schedule.first_run(now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap())
+        );
+        // A firing itself is not its own next one.
+        let firing = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
+        assert_eq!(
+            spec.schedule.next_after(firing + chrono::Duration::milliseconds(400)),
+            Some(firing + chrono::Duration::days(1))
+        );
+    }
+
+    #[test]
     fn cron_fires_in_its_timezone() {
         let spec = CampaignSpec::parse(request(json!({"schedule":
             {"type": "cron", "cron": "0 30 9 * * *", "timezone": "Asia/Shanghai"}})))
