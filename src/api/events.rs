@@ -37,7 +37,9 @@ impl RenderEvent for EventData {
             };
             let totals = store::campaigns::totals(&self.pool, row.id).await?;
             // Completed or failed: nothing holds any more.
-            Ok(Some(serde_json::to_value(CampaignView::new(row, totals, None)?)?))
+            Ok(Some(serde_json::to_value(CampaignView::new(
+                row, totals, None,
+            )?)?))
         })
     }
 }

@@ -192,7 +192,7 @@ mod tests {
         // New York springs forward at 02:00 on 2026-03-08: 02:30 does not exist that day.
         let q = QuietHours::parse("22:00", "02:30", "America/New_York").unwrap();
         let night = Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).unwrap(); // 00:00 EST
-        // 03:00 EDT = 07:00 UTC is the first instant at or after 02:30 on the wall.
+                                                                        // 03:00 EDT = 07:00 UTC is the first instant at or after 02:30 on the wall.
         assert_eq!(
             q.holds_until(night),
             Some(Utc.with_ymd_and_hms(2026, 3, 8, 7, 0, 0).unwrap())
@@ -213,7 +213,10 @@ mod tests {
             assert_eq!(err.code, "invalid_quiet_hours", "{start} {end} {tz}");
         }
         let q = shanghai("23:59", "00:00");
-        assert_eq!((q.start_text(), q.end_text()), ("23:59".into(), "00:00".into()));
+        assert_eq!(
+            (q.start_text(), q.end_text()),
+            ("23:59".into(), "00:00".into())
+        );
     }
 
     #[test]

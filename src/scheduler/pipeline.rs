@@ -468,8 +468,7 @@ impl Pipeline {
                 if ids.is_empty() {
                     Vec::new()
                 } else {
-                    store::deliveries::claim_checked(&self.claims, &claim, &ids, &problems)
-                        .await?
+                    store::deliveries::claim_checked(&self.claims, &claim, &ids, &problems).await?
                 }
             }
             _ => store::deliveries::claim_batch(&self.claims, &claim, limit, after).await?,

@@ -516,7 +516,10 @@ mod tests {
         // Refused by WeChat: the user received nothing.
         assert!(!kept(&attempt(true), api(40003)));
         assert!(!kept(&attempt(false), api(43101)));
-        assert!(!kept(&attempt(true), api(41028)), "the next formId claims anew");
+        assert!(
+            !kept(&attempt(true), api(41028)),
+            "the next formId claims anew"
+        );
         // The credit goes back: so does the slot.
         assert!(!kept(&attempt(true), api(40037)));
         assert!(!kept(&attempt(false), api(45009)));

@@ -107,7 +107,8 @@ fn greeting(users: &[(&str, &str)]) -> Value {
         .map(|(openid, nickname)| json!({"openid": openid, "vars": {"nickname": nickname}}))
         .collect();
     let mut body = template_campaign(json!({"type": "users", "users": users}));
-    body["data"] = json!({"keyword1": {"value": "Hi {{nickname}}"}, "keyword2": {"value": "{{date}}"}});
+    body["data"] =
+        json!({"keyword1": {"value": "Hi {{nickname}}"}, "keyword2": {"value": "{{date}}"}});
     body
 }
 
@@ -150,7 +151,10 @@ async fn a_preview_counts_who_holds_a_credit_at_the_first_run_and_stores_nothing
     let (status, preview) = app.preview(&body).await;
     assert_eq!(status, 200, "{preview}");
     assert_eq!(preview["audience"], 4, "{preview}");
-    assert_eq!(preview["reachable"], 1, "o-soon's formId is gone by then: {preview}");
+    assert_eq!(
+        preview["reachable"], 1,
+        "o-soon's formId is gone by then: {preview}"
+    );
     assert_eq!(preview["no_credit"], 3);
     assert_eq!(preview["capped"], 0);
     assert_eq!(time(&preview["first_run_at"]), at);
@@ -174,11 +178,18 @@ async fn a_preview_counts_who_holds_a_credit_at_the_first_run_and_stores_nothing
     let (_, all) = app
         .preview(&template_campaign(json!({"type": "all"})))
         .await;
-    assert_eq!((all["audience"].clone(), all["reachable"].clone()), (json!(3), json!(2)));
+    assert_eq!(
+        (all["audience"].clone(), all["reachable"].clone()),
+        (json!(3), json!(2))
+    );
     assert_eq!(all["samples"].as_array().unwrap().len(), 3);
 
     assert_eq!(app.count("select count(*) from campaigns").await, 0);
-    assert_eq!(app.count("select count(*) from users").await, users_before, "o-ghost not created");
+    assert_eq!(
+        app.count("select count(*) from users").await,
+        users_before,
+        "o-ghost not created"
+    );
     assert_eq!(app.stats().await["valid_formids"], 2, "nothing spent");
     assert_eq!(app.wechat.message_count(), 0);
 }
@@ -215,7 +226,10 @@ async fn a_preview_names_the_users_whose_data_breaks_the_synced_template(
         ])))
         .await;
     assert_eq!(status, 200, "{preview}");
-    assert_eq!(preview["reachable"], 2, "grants of the template count: {preview}");
+    assert_eq!(
+        preview["reachable"], 2,
+        "grants of the template count: {preview}"
+    );
     let problems = preview["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{preview}");
     assert_eq!(problems[0]["openid"], "o-long");
@@ -225,7 +239,11 @@ async fn a_preview_names_the_users_whose_data_breaks_the_synced_template(
         "{preview}"
     );
     let samples = preview["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 1, "only sendable data is a sample: {preview}");
+    assert_eq!(
+        samples.len(),
+        1,
+        "only sendable data is a sample: {preview}"
+    );
     assert_eq!(samples[0]["data"]["thing1"]["value"], "Riverside");
 
     // Whatever creation refuses, the preview refuses the same way.
@@ -237,7 +255,10 @@ async fn a_preview_names_the_users_whose_data_breaks_the_synced_template(
         let resp = app.create_campaign(&literal).await;
         (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
     };
-    assert_eq!((status, created["error"].clone()), (422, json!("invalid_data")));
+    assert_eq!(
+        (status, created["error"].clone()),
+        (422, json!("invalid_data"))
+    );
     let mut cron = template_campaign(json!({"type": "all"}));
     cron["schedule"] = json!({"type": "cron", "cron": "0 * * * *"});
     let (status, err) = app.preview(&cron).await;
@@ -255,7 +276,9 @@ async fn a_preview_starts_after_quiet_hours_and_counts_users_the_cap_holds_back(
 ) {
     let app = spawn_app(db).await;
     let now = Utc::now();
-    let start = (now - chrono::Duration::hours(1)).format("%H:%M").to_string();
+    let start = (now - chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
     let end_at = (now + chrono::Duration::hours(1))
         .with_second(0)
         .unwrap()
@@ -336,22 +359,34 @@ async fn a_test_send_reaches_the_named_users_outside_the_campaigns_runs_and_tota
     assert_eq!(app.deliveries(&id, "").await["items"], json!([]));
 
     // WeChat refuses a formId: the next one is tried, as in a run.
-    app.wechat.fail_next(Api::TemplateSend, Fault::Errcode(41028), 1);
+    app.wechat
+        .fail_next(Api::TemplateSend, Fault::Errcode(41028), 1);
     let (_, answer) = app.test_send(&id, json!(["o-tester"])).await;
     assert_eq!(answer["results"][0]["status"], "sent", "{answer}");
     assert_eq!(app.stats().await["invalid"], 1);
     assert_eq!(app.delivered_to("o-tester").await, 2);
     // A campaign-level refusal fails the test send and gives the formId back.
     app.user_with_formids("o-b", 1).await;
-    app.wechat.fail_next(Api::TemplateSend, Fault::Errcode(40037), 1);
+    app.wechat
+        .fail_next(Api::TemplateSend, Fault::Errcode(40037), 1);
     let (_, answer) = app.test_send(&id, json!(["o-b"])).await;
     assert_eq!(
-        (answer["results"][0]["status"].clone(), answer["results"][0]["errcode"].clone()),
+        (
+            answer["results"][0]["status"].clone(),
+            answer["results"][0]["errcode"].clone()
+        ),
         (json!("failed"), json!(40037)),
         "{answer}"
     );
-    assert_eq!(app.stats().await["valid_formids"], 1, "o-b keeps its formId");
-    assert_eq!(app.campaign_in(&id, "scheduled").await["last_error"], Value::Null);
+    assert_eq!(
+        app.stats().await["valid_formids"],
+        1,
+        "o-b keeps its formId"
+    );
+    assert_eq!(
+        app.campaign_in(&id, "scheduled").await["last_error"],
+        Value::Null
+    );
 }
 
 #[sqlx::test]
@@ -366,7 +401,11 @@ async fn a_test_send_takes_one_to_ten_distinct_users_of_an_existing_campaign(
     let eleven: Vec<String> = (0..11).map(|i| format!("o-{i}")).collect();
     for bad in [json!([]), json!(eleven), json!(["o-1", "o-1"])] {
         let (status, err) = app.test_send(&id, bad.clone()).await;
-        assert_eq!((status, err["error"].clone()), (422, json!("invalid_openids")), "{bad}");
+        assert_eq!(
+            (status, err["error"].clone()),
+            (422, json!("invalid_openids")),
+            "{bad}"
+        );
     }
     let (status, err) = app.test_send(&id, json!("o-1")).await;
     assert_eq!((status, err["error"].clone()), (422, json!("invalid_body")));
@@ -417,7 +456,10 @@ async fn the_cap_counts_messages_across_campaigns_and_triggered_messages(
         .run_campaign(template_campaign(openids(&["o-1", "o-2"])), "completed")
         .await;
     assert_eq!(
-        (done["totals"]["sent"].clone(), done["totals"]["capped"].clone()),
+        (
+            done["totals"]["sent"].clone(),
+            done["totals"]["capped"].clone()
+        ),
         (json!(1), json!(1)),
         "{done}"
     );
@@ -468,7 +510,8 @@ async fn the_window_rolls_and_sends_that_did_not_reach_the_user_do_not_count(
         .await;
     app.user_with_formids("o-1", 4).await;
     // WeChat refuses the first send (bad openid): the user received nothing.
-    app.wechat.fail_next(Api::TemplateSend, Fault::Errcode(40003), 1);
+    app.wechat
+        .fail_next(Api::TemplateSend, Fault::Errcode(40003), 1);
     let (_, done) = app
         .run_campaign(template_campaign(openids(&["o-1"])), "completed")
         .await;
@@ -476,7 +519,10 @@ async fn the_window_rolls_and_sends_that_did_not_reach_the_user_do_not_count(
     let (_, done) = app
         .run_campaign(template_campaign(openids(&["o-1"])), "completed")
         .await;
-    assert_eq!(done["totals"]["sent"], 1, "the refused send did not count: {done}");
+    assert_eq!(
+        done["totals"]["sent"], 1,
+        "the refused send did not count: {done}"
+    );
     let (_, done) = app
         .run_campaign(template_campaign(openids(&["o-1"])), "completed")
         .await;
@@ -583,7 +629,11 @@ async fn concurrent_claims_of_two_runs_never_exceed_a_cap_of_one(
     assert_eq!(sending.len(), 300, "every user claimed once");
     assert!(sending.values().all(|n| *n == 1), "a user claimed twice");
     assert_eq!(capped, 300);
-    assert_eq!(app.stats().await["valid_formids"], 300, "capped users keep their formIds");
+    assert_eq!(
+        app.stats().await["valid_formids"],
+        300,
+        "capped users keep their formIds"
+    );
 }
 
 // ---- quiet hours --------------------------------------------------------------------
@@ -725,7 +775,11 @@ async fn triggered_messages_ignore_quiet_hours_and_the_cap_but_count_toward_it(
         app.accepted(&admin, &subscribe_message("o-1")).await;
         app.run_scheduler_at(night).await;
     }
-    assert_eq!(app.delivered_to("o-1").await, 2, "at night, and over the cap");
+    assert_eq!(
+        app.delivered_to("o-1").await,
+        2,
+        "at night, and over the cap"
+    );
     // A campaign that ignores quiet hours still meets the cap the messages filled.
     let mut body = template_campaign(openids(&["o-1"]));
     body["ignore_quiet_hours"] = json!(true);
@@ -749,24 +803,55 @@ async fn cap_and_quiet_hours_are_checked_shown_and_removed(_: PgPoolOptions, db:
         body
     };
     let refused = [
-        (json!({"frequency_cap": {"max": 0, "per_secs": 60}}), "invalid_frequency_cap"),
-        (json!({"frequency_cap": {"max": 101, "per_secs": 60}}), "invalid_frequency_cap"),
-        (json!({"frequency_cap": {"max": 1, "per_secs": 2_592_001}}), "invalid_frequency_cap"),
+        (
+            json!({"frequency_cap": {"max": 0, "per_secs": 60}}),
+            "invalid_frequency_cap",
+        ),
+        (
+            json!({"frequency_cap": {"max": 101, "per_secs": 60}}),
+            "invalid_frequency_cap",
+        ),
+        (
+            json!({"frequency_cap": {"max": 1, "per_secs": 2_592_001}}),
+            "invalid_frequency_cap",
+        ),
         (json!({"frequency_cap": {"max": 1}}), "invalid_body"),
-        (json!({"frequency_cap": {"max": 1, "per_secs": 60, "burst": 2}}), "invalid_body"),
-        (json!({"quiet_hours": {"start": "22:00", "end": "22:00", "timezone": "Asia/Shanghai"}}), "invalid_quiet_hours"),
-        (json!({"quiet_hours": {"start": "25:00", "end": "08:00", "timezone": "Asia/Shanghai"}}), "invalid_quiet_hours"),
-        (json!({"quiet_hours": {"start": "9:00", "end": "08:00", "timezone": "Asia/Shanghai"}}), "invalid_quiet_hours"),
-        (json!({"quiet_hours": {"start": "22:00", "end": "08:00", "timezone": "Mars/Olympus"}}), "invalid_quiet_hours"),
+        (
+            json!({"frequency_cap": {"max": 1, "per_secs": 60, "burst": 2}}),
+            "invalid_body",
+        ),
+        (
+            json!({"quiet_hours": {"start": "22:00", "end": "22:00", "timezone": "Asia/Shanghai"}}),
+            "invalid_quiet_hours",
+        ),
+        (
+            json!({"quiet_hours": {"start": "25:00", "end": "08:00", "timezone": "Asia/Shanghai"}}),
+            "invalid_quiet_hours",
+        ),
+        (
+            json!({"quiet_hours": {"start": "9:00", "end": "08:00", "timezone": "Asia/Shanghai"}}),
+            "invalid_quiet_hours",
+        ),
+        (
+            json!({"quiet_hours": {"start": "22:00", "end": "08:00", "timezone": "Mars/Olympus"}}),
+            "invalid_quiet_hours",
+        ),
     ];
     for (settings, code) in refused {
         let resp = app.put_app(APPID, &put(settings.clone())).await;
         let status = resp.status().as_u16();
         let err: Value = resp.json().await.unwrap();
-        assert_eq!((status, err["error"].clone()), (422, json!(code)), "{settings}");
+        assert_eq!(
+            (status, err["error"].clone()),
+            (422, json!(code)),
+            "{settings}"
+        );
     }
     let view = app.admin_get(&format!("/v1/apps/{APPID}")).await;
-    assert_eq!((view["frequency_cap"].clone(), view["quiet_hours"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (view["frequency_cap"].clone(), view["quiet_hours"].clone()),
+        (Value::Null, Value::Null)
+    );
 
     app.configure(json!({
         "frequency_cap": {"max": 3.0, "per_secs": 604_800},
@@ -776,16 +861,25 @@ async fn cap_and_quiet_hours_are_checked_shown_and_removed(_: PgPoolOptions, db:
     // Left out: kept.
     app.configure(json!({"send_rate_per_sec": 100})).await;
     let view = app.admin_get(&format!("/v1/apps/{APPID}")).await;
-    assert_eq!(view["frequency_cap"], json!({"max": 3, "per_secs": 604_800}));
+    assert_eq!(
+        view["frequency_cap"],
+        json!({"max": 3, "per_secs": 604_800})
+    );
     assert_eq!(
         view["quiet_hours"],
         json!({"start": "21:30", "end": "07:45", "timezone": "Europe/Berlin"})
     );
     let listed = app.admin_get("/v1/apps").await;
-    assert_eq!(listed["items"][0]["quiet_hours"]["timezone"], "Europe/Berlin");
+    assert_eq!(
+        listed["items"][0]["quiet_hours"]["timezone"],
+        "Europe/Berlin"
+    );
     // null: removed.
     app.configure(json!({"frequency_cap": null, "quiet_hours": null}))
         .await;
     let view = app.admin_get(&format!("/v1/apps/{APPID}")).await;
-    assert_eq!((view["frequency_cap"].clone(), view["quiet_hours"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (view["frequency_cap"].clone(), view["quiet_hours"].clone()),
+        (Value::Null, Value::Null)
+    );
 }

@@ -85,14 +85,17 @@ async fn checked_rules(
     if spec.kind != CampaignKind::Subscribe {
         return Ok(None);
     }
-    let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await?
-    else {
+    let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await? else {
         return Ok(None);
     };
     template
         .check_data(&spec.data, spec.data_policy)
         .map_err(|e| ApiError::invalid(e.code, e.message))?;
-    Ok(Some(DataRules::new(&template, &spec.data, spec.data_policy)))
+    Ok(Some(DataRules::new(
+        &template,
+        &spec.data,
+        spec.data_policy,
+    )))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -592,7 +592,8 @@ mod tests {
         // A firing itself is not its own next one.
         let firing = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
         assert_eq!(
-            spec.schedule.next_after(firing + chrono::Duration::milliseconds(400)),
+            spec.schedule
+                .next_after(firing + chrono::Duration::milliseconds(400)),
             Some(firing + chrono::Duration::days(1))
         );
     }

@@ -49,7 +49,12 @@ pub struct TestResult {
 }
 
 impl TestResult {
-    fn new(openid: &str, status: DeliveryStatus, errcode: Option<String>, errmsg: Option<String>) -> Self {
+    fn new(
+        openid: &str,
+        status: DeliveryStatus,
+        errcode: Option<String>,
+        errmsg: Option<String>,
+    ) -> Self {
         Self {
             openid: openid.to_string(),
             status,
@@ -144,7 +149,7 @@ impl Pipeline {
             let claims = store::credits::claim_for_test(
                 &self.pool,
                 &app.appid,
-                &[user.openid.clone()],
+                std::slice::from_ref(&user.openid),
                 content.kind,
                 &content.template_id,
                 content.formid_pick,
