@@ -88,10 +88,14 @@ impl CampaignView {
             .map(serde_json::from_value)
             .transpose()
             .with_context(|| format!("campaign {}: stored last_error", row.id))?;
+        // A hold whose end has passed is over (the sender or the tick clears it shortly).
+        let now = Utc::now();
         let held_until = match row.status {
-            CampaignStatus::Running | CampaignStatus::Scheduled => {
-                [run_hold, row.held_until].into_iter().flatten().min()
-            }
+            CampaignStatus::Running | CampaignStatus::Scheduled => [run_hold, row.held_until]
+                .into_iter()
+                .flatten()
+                .filter(|until| *until > now)
+                .min(),
             _ => None,
         };
         Ok(Self {
@@ -148,7 +152,9 @@ pub struct RunView {
 impl From<RunRow> for RunView {
     fn from(r: RunRow) -> Self {
         Self {
-            held_until: r.held_until.filter(|_| r.status == RunStatus::Running),
+            held_until: r
+                .held_until
+                .filter(|until| r.status == RunStatus::Running && *until > Utc::now()),
             id: r.id,
             scheduled_for: r.scheduled_for,
             status: r.status,
