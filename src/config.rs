@@ -32,6 +32,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Sends in flight per app (and deliveries claimed per batch).
     pub send_concurrency: usize,
+    /// Deliveries a run is given per statement while it fills (its first chunk with the
+    /// run, the rest while it sends).
+    pub run_fill_chunk: i64,
     /// First retry delay after a transient WeChat failure; doubles per attempt.
     pub retry_backoff: Duration,
     /// An app's sender lease: another instance takes the app over this long after its
@@ -123,6 +126,7 @@ impl Settings {
             db_max_connections: parse_or(&get, "FORMPUSH_DB_MAX_CONNECTIONS", 20)?,
             log_format,
             send_concurrency: parse_or(&get, "FORMPUSH_SEND_CONCURRENCY", 256)?,
+            run_fill_chunk: parse_or(&get, "FORMPUSH_RUN_FILL_CHUNK", 10_000i64)?.max(1),
             retry_backoff: Duration::from_millis(parse_or(
                 &get,
                 "FORMPUSH_RETRY_BACKOFF_MS",

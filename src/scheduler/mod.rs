@@ -233,7 +233,9 @@ impl Scheduler {
     async fn start_due(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         store::campaigns::resume_quota_paused(&self.pool, now).await?;
         let mut started = 0;
-        for (run, due) in store::runs::start_due_runs(&self.pool, now).await? {
+        for (run, due) in
+            store::runs::start_due_runs(&self.pool, now, self.pipeline.run_fill_chunk()).await?
+        {
             let lag = (Utc::now() - due).num_milliseconds().max(0) as f64 / 1000.0;
             crate::metrics::metrics().scheduler_lag.observe(lag);
             tracing::info!(run_id = %run, lag_secs = lag, "run started");

@@ -67,6 +67,8 @@ pub struct SendSettings {
     pub app_lease: Duration,
     /// How long a claimed delivery belongs to its sender before recovery takes it back.
     pub send_lease: Duration,
+    /// Deliveries a filling run is given per step (`store::runs::fill_next_chunk`).
+    pub run_fill_chunk: i64,
 }
 
 impl From<&Settings> for SendSettings {
@@ -76,6 +78,7 @@ impl From<&Settings> for SendSettings {
             retry_backoff: s.retry_backoff,
             app_lease: s.app_lease,
             send_lease: s.send_lease,
+            run_fill_chunk: s.run_fill_chunk,
         }
     }
 }
@@ -190,6 +193,11 @@ impl Pipeline {
         self.settings.app_lease
     }
 
+    /// Deliveries a run is given per statement while it fills.
+    pub fn run_fill_chunk(&self) -> i64 {
+        self.settings.run_fill_chunk
+    }
+
     /// Sends for one app while this instance holds its lease and the app has work.
     pub async fn work_app(
         &self,
@@ -246,6 +254,10 @@ impl Pipeline {
         let mut rules: HashMap<Uuid, Option<DataRules>> = Default::default();
         store::deliveries::recover_stale(&self.pool, appid).await?;
         store::messages::recover_stale(&self.pool, appid).await?;
+        // Fillers stop with this sender, whatever ends it.
+        let filling_stop = shutdown.child_token();
+        let _stop_fillers = filling_stop.clone().drop_guard();
+        let mut fillers = Fillers::default();
         while !shutdown.is_cancelled() {
             if renewed.elapsed() >= self.settings.app_lease / 3 {
                 if !store::leases::acquire_app_lease(
@@ -288,9 +300,15 @@ impl Pipeline {
             idle_since = None;
             rules.retain(|run_id, _| runs.iter().any(|r| r.run_id == *run_id));
             let mut claimed_any = false;
+            let mut waiting_for_fill = false;
             let mut held = 0;
             let now = pace.horizon().unwrap_or_else(Utc::now);
             for run in &runs {
+                // A run holding for quiet hours is still filled: its audience is the one
+                // of its start.
+                if run.filling {
+                    fillers.ensure(self, run.run_id, &filling_stop);
+                }
                 if self.holds_for_quiet_hours(&app, run, now).await? {
                     held += 1;
                     continue;
@@ -311,6 +329,9 @@ impl Pipeline {
                     // WeChat unreachable) are found by a pass from the start.
                     cursors.insert(run.run_id, 0);
                     claimed_any = true;
+                } else if run.filling {
+                    // Sending caught up with the filler: wait for its next chunk.
+                    waiting_for_fill = true;
                 } else {
                     store::runs::finish_run_if_done(&self.pool, run.run_id).await?;
                 }
@@ -321,7 +342,13 @@ impl Pipeline {
                     Pace::Live { wake } => wait_for_work(wake, QUIET_POLL, shutdown).await,
                     Pace::Until(_) => return Ok(Stopped::Idle),
                 }
-            } else if !claimed_any {
+                continue;
+            }
+            if waiting_for_fill && !claimed_any {
+                fillers.wait_for_chunk(FILL_POLL, shutdown).await;
+                continue;
+            }
+            if !claimed_any {
                 // Only deliveries in flight elsewhere or waiting for a retry remain.
                 let poll = Duration::from_millis(250);
                 match pace {
@@ -850,6 +877,57 @@ fn add_effect(effects: &mut CreditEffects, effect: Effect, template_id: &str) {
         Effect::ReturnFormid(f) => effects.return_formids.push(f),
         Effect::ReturnGrant(u) => effects.return_grants.push((u, template_id.to_string())),
         Effect::ZeroGrant(u) => effects.zero_grants.push((u, template_id.to_string())),
+    }
+}
+
+/// How long a sender that caught up with a run's filler waits for its next chunk at most
+/// (the filler also wakes it).
+const FILL_POLL: Duration = Duration::from_millis(50);
+
+/// The tasks adding deliveries to this sender's filling runs, one per run: they go on
+/// beside the batches, so that creating a big run never holds its sending up.
+#[derive(Default)]
+struct Fillers {
+    tasks: HashMap<Uuid, tokio::task::JoinHandle<()>>,
+    /// Notified after every chunk.
+    chunk_added: Arc<Notify>,
+}
+
+impl Fillers {
+    /// Starts the run's filler unless it runs already.
+    fn ensure(&mut self, pipeline: &Pipeline, run_id: Uuid, stop: &CancellationToken) {
+        self.tasks.retain(|_, task| !task.is_finished());
+        if self.tasks.contains_key(&run_id) {
+            return;
+        }
+        let (pool, chunk) = (pipeline.pool.clone(), pipeline.settings.run_fill_chunk);
+        let (added, stop) = (self.chunk_added.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match store::runs::fill_next_chunk(&pool, run_id, chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => added.notify_waiters(),
+                    Err(e) => {
+                        tracing::warn!(%run_id, error = ?e, "filling the run failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    }
+                }
+            }
+            // The last call found nothing left and marked the run filled.
+            added.notify_waiters();
+        });
+        self.tasks.insert(run_id, task);
+    }
+
+    async fn wait_for_chunk(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = self.chunk_added.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
     }
 }
 

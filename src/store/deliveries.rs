@@ -165,22 +165,32 @@ pub async fn claim_checked(
     ids: &[i64],
     problems: &[Option<String>],
 ) -> sqlx::Result<Vec<Claimed>> {
+    let (Some(&first), Some(&last)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(Vec::new());
+    };
     sqlx::query_as!(
         Claimed,
         r#"
-        with input as (
-            select * from unnest($1::bigint[], $2::text[]) as i(id, problem)
+        with locked as (
+            -- The id range lets the plan read only the batch's stretch of the run's
+            -- pending deliveries, whatever the statistics say: joined to the ids alone, it
+            -- read all of them for every batch (measured: 14 ms a batch at 30,000).
+            select d.id, d.user_id
+            from deliveries d
+            where d.run_id = $3 and d.status = 'pending'
+              and d.id between $6 and $7 and d.id = any($1::bigint[])
+              and d.next_attempt_at <= now()
+            for update of d skip locked
         ),
         picked as (
-            select d.id, d.user_id, i.problem
-            from deliveries d join input i on i.id = d.id
-            where d.run_id = $3 and d.status = 'pending' and d.next_attempt_at <= now()
-            for update of d skip locked
+            select l.id, l.user_id, i.problem
+            from locked l
+            join unnest($1::bigint[], $2::text[]) as i(id, problem) on i.id = l.id
         ),
         fresh as (select id, user_id from picked where problem is null),
         credit as (
             select * from claim_credits(
-                $6,
+                $8,
                 array(select id from fresh order by id),
                 array(select user_id from fresh order by id),
                 array(select 'subscribe'::text from fresh),
@@ -209,6 +219,8 @@ pub async fn claim_checked(
         claim.run_id,
         claim.template_id,
         claim.lease_secs,
+        first,
+        last,
         claim.appid,
     )
     .fetch_all(pool)

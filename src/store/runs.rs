@@ -25,6 +25,7 @@ pub struct RunRow {
     pub finished_at: Option<DateTime<Utc>>,
     /// While it holds its remaining deliveries for the app's quiet hours: when they end.
     pub held_until: Option<DateTime<Utc>>,
+    pub filling: bool,
     pub totals: Totals,
 }
 
@@ -32,7 +33,7 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
     let rows = sqlx::query!(
         r#"
         select r.id, r.scheduled_for, r.status as "status: RunStatus", r.started_at, r.finished_at,
-               r.held_until, count(d.id) as "targeted!",
+               r.held_until, r.filling, count(d.id) as "targeted!",
                count(d.id) filter (where d.status = 'sent') as "sent!",
                count(d.id) filter (where d.status = 'failed') as "failed!",
                count(d.id) filter (where d.status = 'no_formid') as "no_formid!",
@@ -57,6 +58,7 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
             started_at: r.started_at,
             finished_at: r.finished_at,
             held_until: r.held_until,
+            filling: r.filling,
             totals: Totals {
                 targeted: r.targeted,
                 sent: r.sent,
@@ -71,13 +73,15 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
 }
 
 /// Starts every run that is due: one run row per firing (unique per campaign and time, so
-/// instances racing here create it once), one pending delivery per audience member.
+/// instances racing here create it once), and the first `fill_chunk` of its pending
+/// deliveries (the sender adds the rest with `fill_next_chunk` while sending).
 /// A cron firing whose app is in its quiet hours at `now` (and the campaign does not ignore
 /// them) waits instead, `held_until` the window's end, when it starts. Returns the runs
 /// started with the time each was due.
 pub async fn start_due_runs(
     pool: &PgPool,
     now: DateTime<Utc>,
+    fill_chunk: i64,
 ) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
     let mut tx = pool.begin().await?;
     let due = sqlx::query_as!(
@@ -126,7 +130,7 @@ pub async fn start_due_runs(
                 continue;
             }
         }
-        if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for).await? {
+        if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for, fill_chunk).await? {
             started.push((run_id, scheduled_for));
         }
         // Firings missed meanwhile (quiet hours, no instance up) collapse into this run.
@@ -177,51 +181,116 @@ async fn start_run(
     tx: &mut Transaction<'_, Postgres>,
     campaign: &CampaignRow,
     scheduled_for: DateTime<Utc>,
+    fill_chunk: i64,
 ) -> sqlx::Result<Option<Uuid>> {
+    // The audience's last user id now: users arriving while the run fills are not added.
+    let fill_until = match campaign.audience_type {
+        AudienceType::All => {
+            sqlx::query_scalar!(
+                r#"select coalesce(max(id), 0) as "last!" from users where appid = $1"#,
+                campaign.appid
+            )
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        AudienceType::Openids | AudienceType::Users => {
+            sqlx::query_scalar!(
+                r#"select coalesce(max(user_id), 0) as "last!" from campaign_audience
+               where campaign_id = $1"#,
+                campaign.id
+            )
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
     let run_id = sqlx::query_scalar!(
         r#"
-        insert into campaign_runs (id, campaign_id, appid, scheduled_for, status)
-        values ($1, $2, $3, $4, 'running')
+        insert into campaign_runs (id, campaign_id, appid, scheduled_for, status, filling,
+                                   fill_until)
+        values ($1, $2, $3, $4, 'running', true, $5)
         on conflict (campaign_id, scheduled_for) do nothing
         returning id
         "#,
         Uuid::new_v4(),
         campaign.id,
         campaign.appid,
-        scheduled_for
+        scheduled_for,
+        fill_until
     )
     .fetch_optional(&mut **tx)
     .await?;
     let Some(run_id) = run_id else {
         return Ok(None);
     };
-    if campaign.audience_type == AudienceType::All {
-        sqlx::query!(
-            r#"
-            insert into deliveries (run_id, campaign_id, user_id, openid)
-            select $1, $2, id, openid from users where appid = $3
-            "#,
-            run_id,
-            campaign.id,
-            campaign.appid
-        )
-        .execute(&mut **tx)
-        .await?;
-    } else {
-        sqlx::query!(
-            r#"
-            insert into deliveries (run_id, campaign_id, user_id, openid)
-            select $1, $2, u.id, u.openid
-            from campaign_audience a join users u on u.id = a.user_id
-            where a.campaign_id = $2
-            "#,
-            run_id,
-            campaign.id
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
+    // The first chunk goes with the run, so that its first sends can leave at once.
+    fill_locked(tx, run_id, fill_chunk).await?;
     Ok(Some(run_id))
+}
+
+/// Adds the next `chunk` audience users of a filling run as pending deliveries; the last
+/// chunk marks the run filled. Returns how many it added (0 also when the run is being
+/// filled by someone else at this moment, or is not filling).
+pub async fn fill_next_chunk(pool: &PgPool, run_id: Uuid, chunk: i64) -> sqlx::Result<u64> {
+    let mut tx = pool.begin().await?;
+    let locked = sqlx::query_scalar!(
+        r#"select id from campaign_runs
+           where id = $1 and filling and status = 'running'
+           for update skip locked"#,
+        run_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if locked.is_none() {
+        return Ok(0);
+    }
+    let added = fill_locked(&mut tx, run_id, chunk).await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// `fill_next_chunk` on a run whose row this transaction holds.
+async fn fill_locked(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: Uuid,
+    chunk: i64,
+) -> sqlx::Result<u64> {
+    let filled = sqlx::query!(
+        r#"
+        with run as (
+            select r.id, r.campaign_id, r.appid, r.filled_through, r.fill_until,
+                   c.audience_type
+            from campaign_runs r join campaigns c on c.id = r.campaign_id
+            where r.id = $1
+        ),
+        chunk as (
+            (select u.id, u.openid from run, users u
+             where run.audience_type = 'all' and u.appid = run.appid
+               and u.id > run.filled_through and u.id <= run.fill_until
+             order by u.id limit $2)
+            union all
+            (select u.id, u.openid from run, campaign_audience a join users u on u.id = a.user_id
+             where run.audience_type <> 'all' and a.campaign_id = run.campaign_id
+               and a.user_id > run.filled_through and a.user_id <= run.fill_until
+             order by a.user_id limit $2)
+        ),
+        added as (
+            insert into deliveries (run_id, campaign_id, user_id, openid)
+            select run.id, run.campaign_id, chunk.id, chunk.openid from run, chunk
+            order by chunk.id
+            returning user_id
+        )
+        update campaign_runs r set
+            filled_through = coalesce((select max(user_id) from added), r.filled_through),
+            filling = (select count(*) from added) = $2
+        where r.id = $1
+        returning (select count(*) from added) as "added!"
+        "#,
+        run_id,
+        chunk
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(filled.added as u64)
 }
 
 /// Closes the run if every delivery is final, and the campaign if no run is left.
@@ -230,7 +299,7 @@ pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<boo
     let finished = sqlx::query_scalar!(
         r#"
         update campaign_runs r set status = 'completed', finished_at = now()
-        where r.id = $1 and r.status = 'running'
+        where r.id = $1 and r.status = 'running' and not r.filling
           and not exists (select 1 from deliveries d
                           where d.run_id = r.id and d.status in ('pending', 'sending'))
         returning r.campaign_id
@@ -285,6 +354,8 @@ pub struct ActiveRun {
     pub ignore_quiet_hours: bool,
     /// Set while the sender holds the run for the app's quiet hours.
     pub held_until: Option<DateTime<Utc>>,
+    /// Audience users are still being added (`fill_next_chunk`).
+    pub filling: bool,
 }
 
 pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveRun>> {
@@ -295,7 +366,7 @@ pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveR
                c.page, c.data, c.emphasis_keyword, c.miniprogram_state, c.lang,
                c.formid_pick as "formid_pick: FormidPick",
                c.data_policy as "data_policy: DataPolicy", c.timezone, c.ignore_quiet_hours,
-               r.held_until
+               r.held_until, r.filling
         from campaign_runs r join campaigns c on c.id = r.campaign_id
         where r.appid = $1 and r.status = 'running' and c.status = 'running'
         order by r.started_at, r.id

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
-    eventually, spawn_app, spawn_app_with, start_instance, subscribe_campaign, template_campaign,
-    ADMIN_TOKEN, APPID, NO_SCHEDULER, PUSH_TOKEN, REAL_CLOCK, SECRET,
+    assert_each_user_reached_once, eventually, spawn_app, spawn_app_with, start_instance,
+    subscribe_campaign, template_campaign, ADMIN_TOKEN, APPID, NO_SCHEDULER, PUSH_TOKEN,
+    REAL_CLOCK, SECRET,
 };
 
 #[sqlx::test]
@@ -677,4 +678,80 @@ async fn a_token_call_refused_as_a_stale_credential_fails_the_delivery_instead_o
     let d = app.deliveries(&id, "").await;
     assert_eq!(d["items"][0]["errcode"], 40001, "{d}");
     assert!(app.wechat.messages_to(APPID, "o-tokenless").is_empty());
+}
+
+#[sqlx::test]
+async fn a_run_gets_its_audience_in_chunks_and_keeps_the_users_it_started_with(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(
+        db,
+        SandboxConfig::default(),
+        &[
+            ("FORMPUSH_RUN_FILL_CHUNK", "3"),
+            ("FORMPUSH_SEND_CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    app.import_users((0..10).map(|i| format!("o-{i}")), 1).await;
+    let at = Utc::now() + chrono::Duration::hours(1);
+    let mut body = template_campaign(json!({"type": "all"}));
+    body["schedule"] = json!({"type": "at", "at": at.to_rfc3339()});
+    let id = app.start_campaign(body).await;
+
+    // The run starts with its first chunk of deliveries only...
+    let started = formpush::store::runs::start_due_runs(&app.pool, at, 3)
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 1);
+    assert_eq!(app.count("select count(*) from deliveries").await, 3);
+    let runs = app.runs(&id).await;
+    assert_eq!(runs["items"][0]["filling"], true, "{runs}");
+    // ...and a user who arrives now is not part of it.
+    app.import_users(["o-late".to_string()], 1).await;
+
+    // The sender adds the rest a chunk at a time while it sends.
+    app.run_scheduler_at(at).await;
+    let done = app.campaign_in(&id, "completed").await;
+    assert_eq!(done["totals"]["targeted"], 10, "{done}");
+    assert_eq!(done["totals"]["sent"], 10, "{done}");
+    assert!(app.wechat.messages_to(APPID, "o-late").is_empty());
+    assert_each_user_reached_once(&app.wechat, 10);
+    let runs = app.runs(&id).await;
+    assert_eq!(runs["items"][0]["filling"], false, "{runs}");
+}
+
+#[sqlx::test]
+async fn a_listed_audience_is_filled_in_chunks_with_each_users_vars(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(
+        db,
+        SandboxConfig::default(),
+        &[
+            ("FORMPUSH_RUN_FILL_CHUNK", "3"),
+            ("FORMPUSH_SEND_CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    let openids: Vec<String> = (0..7).map(|i| format!("o-{i}")).collect();
+    app.import_users(openids.iter().cloned(), 1).await;
+    // One user outside the list holds a formId too: the list is the audience.
+    app.import_users(["o-other".to_string()], 1).await;
+    let users: Vec<Value> = openids
+        .iter()
+        .map(|o| json!({"openid": o, "vars": {"nickname": format!("N{o}")}}))
+        .collect();
+    let mut body = template_campaign(json!({"type": "users", "users": users}));
+    body["data"] = json!({"keyword1": {"value": "Hi {{nickname}}"}});
+    let (_, done) = app.run_campaign(body, "completed").await;
+    assert_eq!(done["totals"]["targeted"], 7, "{done}");
+    assert_eq!(done["totals"]["sent"], 7, "{done}");
+    assert_each_user_reached_once(&app.wechat, 7);
+    for openid in &openids {
+        let to = app.wechat.messages_to(APPID, openid);
+        assert_eq!(to[0].data["keyword1"]["value"], format!("Hi N{openid}"));
+    }
 }

@@ -588,7 +588,7 @@ async fn concurrent_claims_of_two_runs_never_exceed_a_cap_of_one(
         app.start_campaign(template_campaign(json!({"type": "all"})))
             .await;
     }
-    let started = formpush::store::runs::start_due_runs(&app.pool, Utc::now())
+    let started = formpush::store::runs::start_due_runs(&app.pool, Utc::now(), 10_000)
         .await
         .unwrap();
     assert_eq!(started.len(), 2);

@@ -22,6 +22,9 @@
 //! - (soak, only with `--phases soak`) ten minutes of paced ingestion and a campaign every
 //!   30 s at half those rates, with the service's memory, file descriptors, Postgres
 //!   connections and ingestion latency sampled every 10 s: flat or growing;
+//! - (million, only with `--phases million`) one campaign to a million users due a few
+//!   seconds ahead, on one or more instances: the first message's delay after the due time,
+//!   the sustained sends/s, peak memory, nobody messaged twice;
 //!
 //! and samples the service's resident memory (VmRSS / VmHWM) throughout. It prints a table
 //! with ratios to pgbench and PASS/MISS per target; a miss never fails the process (this is a
@@ -57,7 +60,7 @@ use report::{Report, Row, Verdict};
 /// The secret of every benchmark app, in the database and in the fake WeChat alike.
 const SECRET: &str = "bench-secret";
 /// Every `--phases` name.
-const KNOWN_PHASES: [&str; 9] = [
+const KNOWN_PHASES: [&str; 10] = [
     "pgbench",
     "claim",
     "ingest",
@@ -67,6 +70,7 @@ const KNOWN_PHASES: [&str; 9] = [
     "templates",
     "cap",
     "soak",
+    "million",
 ];
 /// The template every benchmark campaign sends.
 const TEMPLATE: &str = "TPL_BENCH";
@@ -92,8 +96,8 @@ struct Args {
     #[arg(long, env = "PG_URL_BASE")]
     pg_url_base: String,
     /// Phases to run, comma-separated: pgbench (the Postgres baseline, (e)), claim, ingest,
-    /// import, campaign, trigger, templates, cap, soak (the soak is never in the default
-    /// list: `--phases soak`).
+    /// import, campaign, trigger, templates, cap, soak, million (soak and million are
+    /// minutes long and never in the default list: `--phases soak`, `--phases million`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -173,7 +177,7 @@ struct Args {
     /// CPU-bound, so the cost of the cap shows).
     #[arg(long, default_value_t = 0)]
     cap_latency_ms: u64,
-    /// Keep the benchmark databases afterwards (for inspection).
+    /// Keep the benchmark databases and the service logs afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
     /// Soak (phase `soak`, never in the default list): seconds of mixed load
@@ -208,6 +212,17 @@ struct Args {
     /// quick: 4].
     #[arg(long)]
     soak_warmup_secs: Option<u64>,
+    /// Million (phase `million`, never in the default list): users of the one campaign
+    /// [default: 1000000; quick: 2000].
+    #[arg(long)]
+    million_users: Option<usize>,
+    /// Million: fake WeChat latency in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    million_latency_ms: u64,
+    /// Million: formpush instances on the one database (the campaign's app is sent for by
+    /// one of them at a time).
+    #[arg(long, default_value_t = 1)]
+    million_instances: usize,
 }
 
 fn parse_env_pair(raw: &str) -> Result<(String, String), String> {
@@ -241,6 +256,7 @@ struct Plan {
     trigger_secs: u64,
     trigger_warmup: Duration,
     trigger_samples: usize,
+    million_users: usize,
 }
 
 impl Plan {
@@ -276,6 +292,10 @@ impl Plan {
             trigger_samples: args
                 .trigger_samples
                 .unwrap_or(if q { 20 } else { 200 })
+                .max(1),
+            million_users: args
+                .million_users
+                .unwrap_or(if q { 2_000 } else { 1_000_000 })
                 .max(1),
         }
     }
@@ -327,6 +347,10 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     if args.runs("soak") {
         let outcome = phases::soak::run(&args, &plan, report).await;
         report.error_if_failed("soak", "soak", outcome);
+    }
+    if args.runs("million") {
+        let outcome = phases::million::run(&args, &plan, report).await;
+        report.error_if_failed("million", "campaign to a million users", outcome);
     }
     Ok(())
 }

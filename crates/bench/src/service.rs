@@ -182,7 +182,8 @@ impl Stack {
 }
 
 /// A working directory for service logs and a fresh database for the service phases: both
-/// removed by `finish` unless kept (`--keep-db`; the logs when one of them has ERROR lines).
+/// removed by `finish` unless kept (both with `--keep-db`; the logs also when one of them
+/// has ERROR lines).
 pub struct Scratch {
     dir: PathBuf,
     db_name: &'static str,
@@ -236,6 +237,27 @@ impl Scratch {
         })
     }
 
+    /// One more service on this database and the fake WeChat at `wechat_base` (a second
+    /// instance beside a stack's), logging to `formpush-{log_tag}.log`.
+    pub async fn start_service(
+        &self,
+        args: &Args,
+        mem: &MemWatch,
+        wechat_base: &str,
+        log_tag: &str,
+    ) -> anyhow::Result<Service> {
+        Service::start(
+            &args.formpush_bin,
+            &args.service_env,
+            &self.database_url,
+            wechat_base,
+            &self.dir,
+            mem,
+            log_tag,
+        )
+        .await
+    }
+
     /// Stops both; ERROR lines in the service's log become a note (prefixed by
     /// `note_prefix`) and keep the logs for reading.
     pub async fn stop_stack(
@@ -264,7 +286,9 @@ impl Scratch {
 
     pub async fn finish(self, pg_url_base: &str, keep_db: bool) -> anyhow::Result<()> {
         drop_unless_kept(pg_url_base, self.db_name, keep_db).await?;
-        if !self.keep_logs {
+        if self.keep_logs || keep_db {
+            println!("service logs kept in {}", self.dir.display());
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         Ok(())

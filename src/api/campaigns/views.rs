@@ -146,6 +146,9 @@ pub struct RunView {
     /// while the run holds its remaining deliveries for the app's quiet hours: when they
     /// end and it sends again; null otherwise
     pub held_until: Option<DateTime<Utc>>,
+    /// Its deliveries are still being created, a chunk at a time while it sends:
+    /// `totals.targeted` grows until this is `false`.
+    pub filling: bool,
     pub totals: Totals,
 }
 
@@ -160,6 +163,7 @@ impl From<RunRow> for RunView {
             status: r.status,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            filling: r.filling,
             totals: r.totals,
         }
     }

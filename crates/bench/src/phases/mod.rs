@@ -8,6 +8,7 @@ pub mod cap;
 pub mod claim;
 pub mod import;
 pub mod ingest;
+pub mod million;
 pub mod served;
 pub mod soak;
 pub mod templates;
