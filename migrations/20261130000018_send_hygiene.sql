@@ -32,11 +32,12 @@ alter table deliveries validate constraint deliveries_status_check;
 -- was claimed (only while the user's app has a cap). The cap is checked and a slot taken in
 -- one upsert of this row, so concurrent claims for one user (any campaign, any instance)
 -- wait for each other and see each other's slots. Entries older than the app's window are
--- dropped whenever the row is written.
+-- dropped whenever the row is written. Every claim rewrites its users' rows: room left on
+-- each page lets the new version stay there (a HOT update, no index entry to add).
 create table user_sends (
     user_id bigint primary key,
     recent  timestamptz[] not null
-);
+) with (fillfactor = 50);
 -- The slot a delivery or message holds in its user's `recent` (null: none), given back
 -- when its credit is given back or WeChat did not deliver it.
 alter table deliveries add column slot_at timestamptz;
