@@ -14,6 +14,12 @@
 //! claimed in two steps: the batch's pending deliveries are read and each user's data
 //! rendered and checked against the template's rules (loaded once per run), then one
 //! statement fails the broken ones (`invalid_data`) and spends grants for the rest only.
+//!
+//! Send hygiene: every claim checks the app's frequency cap in the database
+//! (`claim_credits`), so a capped delivery ends at the claim; a send that did not reach its
+//! user gives its slot in the window back with its outcome (`rules::keeps_slot`). Inside
+//! the app's quiet hours a run is not claimed at all (it records when it resumes), unless
+//! its campaign ignores them; triggered messages are sent whatever the hour.
 
 mod test_send;
 
