@@ -84,15 +84,74 @@ language plpgsql volatile
 set plan_cache_mode = force_generic_plan
 as $$
 #variable_conflict use_column
+declare
+    v_cap_max integer;
+    v_cap_per interval;
 begin
+select a.cap_max, make_interval(secs => a.cap_per_secs) into v_cap_max, v_cap_per
+from apps a where a.appid = p_appid;
+
+if v_cap_max is null then
+    -- No cap: each credit found is spent in the statement that finds it.
+    return query
+    with claim as (
+        select * from unnest(p_keys, p_users, p_kinds, p_templates, p_picks)
+                      as c(key, user_id, kind, template_id, pick)
+    ),
+    formid as (
+        -- Two lookups, of which each claim runs one: a plain order by lets the freshest
+        -- walk the claim index (user_id, created_at desc) and stop at the first usable one.
+        select c.key, coalesce(fresh.id, soon.id) as id,
+               coalesce(fresh.form_id, soon.form_id) as form_id
+        from claim c
+        left join lateral (
+            select f.id, f.form_id from formids f
+            where c.kind = 'template' and c.pick <> 'expiring_first' and f.user_id = c.user_id
+              and f.uses_left > 0 and not f.invalid
+              -- not one that may expire before WeChat sees it
+              and f.expires_at > now() + interval '1 minute'
+            order by f.created_at desc
+            limit 1
+            for update skip locked
+        ) fresh on true
+        left join lateral (
+            select f.id, f.form_id from formids f
+            where c.kind = 'template' and c.pick = 'expiring_first' and f.user_id = c.user_id
+              and f.uses_left > 0 and not f.invalid
+              and f.expires_at > now() + interval '1 minute'
+            order by f.expires_at, f.created_at desc
+            limit 1
+            for update skip locked
+        ) soon on true
+        where fresh.id is not null or soon.id is not null
+    ),
+    consumed as (
+        update formids f set uses_left = f.uses_left - 1, last_used_at = now()
+        from formid fo where f.id = fo.id
+    ),
+    granted as (
+        update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
+        from claim c
+        where c.kind = 'subscribe' and g.user_id = c.user_id
+          and g.template_id = c.template_id and g.remaining > 0
+        returning c.key
+    )
+    select c.key, fo.id, fo.form_id, gr.key is not null, false, null::timestamptz
+    from claim c
+    left join formid fo on fo.key = c.key
+    left join granted gr on gr.key = c.key;
+    return;
+end if;
+
+-- A cap: credits are found and locked first, then the users' windows (taking the slots),
+-- and only the credits of claims that got a slot are spent.
 return query
 with claim as (
     select * from unnest(p_keys, p_users, p_kinds, p_templates, p_picks)
                   as c(key, user_id, kind, template_id, pick)
 ),
 formid as (
-    -- Two lookups, of which each claim runs one: a plain order by lets the freshest one
-    -- walk the claim index (user_id, created_at desc) and stop at the first usable formId.
+    -- The same lookup as above.
     select c.key, coalesce(fresh.id, soon.id) as id,
            coalesce(fresh.form_id, soon.form_id) as form_id
     from claim c
@@ -129,27 +188,21 @@ found as (
     select c.key, c.user_id from claim c
     where c.key in (select key from formid) or c.key in (select key from grant_held)
 ),
-cap as (
-    select a.cap_max, make_interval(secs => a.cap_per_secs) as per
-    from apps a where a.appid = p_appid and a.cap_max is not null
-),
 slot as (
     insert into user_sends as s (user_id, recent)
     select f.user_id, array_fill(now(), array[count(*)::integer])
-    from found f where exists (select 1 from cap)
+    from found f
     group by f.user_id
     order by f.user_id
     on conflict (user_id) do update set
-        recent = array(select t from unnest(s.recent) as t
-                       where t > now() - (select per from cap)) || excluded.recent
+        recent = array(select t from unnest(s.recent) as t where t > now() - v_cap_per)
+                 || excluded.recent
     where not p_capped
-       or sends_since(s.recent, now() - (select per from cap))
-          + cardinality(excluded.recent) <= (select cap_max from cap)
+       or sends_since(s.recent, now() - v_cap_per) + cardinality(excluded.recent) <= v_cap_max
     returning s.user_id
 ),
 cleared as (
-    select f.key from found f
-    where not exists (select 1 from cap) or f.user_id in (select user_id from slot)
+    select f.key from found f where f.user_id in (select user_id from slot)
 ),
 consumed as (
     update formids f set uses_left = f.uses_left - 1, last_used_at = now()
@@ -167,7 +220,7 @@ select c.key,
        case when cl.key is not null then fo.form_id end,
        cl.key is not null and c.kind = 'subscribe',
        f.key is not null and cl.key is null,
-       case when cl.key is not null and exists (select 1 from cap) then now() end
+       case when cl.key is not null then now() end
 from claim c
 left join found f on f.key = c.key
 left join cleared cl on cl.key = c.key
