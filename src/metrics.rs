@@ -27,7 +27,7 @@ pub const KINDS: [&str; 2] = ["template", "subscribe"];
 /// What became of a webhook POST (the `outcome` label of `formpush_webhook_attempts_total`).
 pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "failed", "expired", "dropped"];
 /// Final delivery outcomes (the `outcome` label).
-pub const OUTCOMES: [&str; 4] = ["sent", "failed", "no_formid", "no_quota"];
+pub const OUTCOMES: [&str; 5] = ["sent", "failed", "no_formid", "no_quota", "capped"];
 
 pub struct Metrics {
     registry: Registry,
@@ -171,7 +171,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         sends: counter(
             &registry,
             "formpush_sends_total",
-            "Deliveries finished, by kind and outcome (sent, failed, no_formid, no_quota)",
+            "Deliveries finished, by kind and outcome (sent, failed, no_formid, no_quota, capped)",
             &["appid", "kind", "outcome"],
         ),
         send_errors: counter(

@@ -23,7 +23,7 @@ use crate::scheduler::{
 };
 use crate::store::{
     self,
-    apps::{AppUpsert, WebhookChange},
+    apps::{AppUpsert, Change, WebhookChange},
 };
 use crate::webhooks::Dispatcher;
 use crate::wechat::{client::WeChatClient, token::TokenManager};
@@ -79,6 +79,8 @@ impl Application {
                     send_rate_per_sec: None,
                     token_api: None,
                     webhook: WebhookChange::Keep,
+                    frequency_cap: Change::Keep,
+                    quiet_hours: Change::Keep,
                 },
             )
             .await
@@ -96,16 +98,17 @@ impl Application {
             settings.retry_backoff,
         );
         let shutdown = CancellationToken::new();
+        // Shared by the scheduler and the API's test sends (one set of claim connections).
+        let pipeline = Pipeline::new(
+            pool.clone(),
+            wechat.clone(),
+            tokens.clone(),
+            SendSettings::from(settings.as_ref()),
+        );
         let scheduler = (settings.scheduler != SchedulerMode::Off).then(|| {
-            let pipeline = Pipeline::new(
-                pool.clone(),
-                wechat.clone(),
-                tokens.clone(),
-                SendSettings::from(settings.as_ref()),
-            );
             Scheduler::new(
                 pool.clone(),
-                pipeline,
+                pipeline.clone(),
                 template_sync.clone(),
                 shutdown.clone(),
             )
@@ -124,6 +127,7 @@ impl Application {
             wechat: wechat.clone(),
             tokens: tokens.clone(),
             template_sync: template_sync.clone(),
+            pipeline,
             credit_writer: crate::store::batcher::CreditWriter::start(pool.clone()),
             login_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
                 std::num::NonZeroU32::new(settings.session_rate_per_min)

@@ -5,11 +5,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::auth::{Admin, AppAccess, NeedRead};
 use super::state::AppState;
 use crate::domain::app::{App, TokenApi};
+use crate::domain::hygiene::{FrequencyCap, QuietHours};
 use crate::domain::webhook;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{
     self,
-    apps::{AppUpsert, WebhookChange},
+    apps::{AppUpsert, Change, WebhookChange},
 };
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -39,11 +40,73 @@ pub struct PutApp {
     #[schema(value_type = Option<String>, nullable, max_length = 2048,
         pattern = "^[hH][tT][tT][pP][sS]?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~/-]*)?$")]
     webhook_url: Option<Option<String>>,
+    /// at most so many campaign messages per user within a rolling window (triggered
+    /// messages count but are never held back); null removes the cap, absent keeps it
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<FrequencyCapSetting>, nullable)]
+    frequency_cap: Option<Option<FrequencyCapSetting>>,
+    /// local hours in which no campaign message is sent; null removes them, absent keeps
+    /// them
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<QuietHoursSetting>, nullable)]
+    quiet_hours: Option<Option<QuietHoursSetting>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`, by default).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An app's frequency cap: a campaign delivery to a user who already received `max`
+/// messages (campaign or triggered) within the last `per_secs` seconds ends `capped`.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCapSetting {
+    #[serde(deserialize_with = "super::json::whole_i32")]
+    #[schema(minimum = 1, maximum = 100, example = 2)]
+    max: i32,
+    /// the window, in seconds (at most 30 days)
+    #[serde(deserialize_with = "super::json::whole_i32")]
+    #[schema(minimum = 1, maximum = 2_592_000, example = 86_400)]
+    per_secs: i32,
+}
+
+/// An app's quiet hours: no campaign message is sent from `start` (included) to `end`
+/// (excluded), local time in `timezone`; the window crosses midnight when `end` is earlier
+/// than `start`. `start` and `end` must differ.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursSetting {
+    /// HH:MM, 24-hour clock
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "22:00")]
+    start: String,
+    /// HH:MM, 24-hour clock
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "08:00")]
+    end: String,
+    /// an IANA time zone name
+    #[schema(min_length = 1, max_length = 64, example = "Asia/Shanghai")]
+    timezone: String,
+}
+
+impl From<FrequencyCap> for FrequencyCapSetting {
+    fn from(c: FrequencyCap) -> Self {
+        Self {
+            max: c.max,
+            per_secs: c.per_secs,
+        }
+    }
+}
+
+impl From<QuietHours> for QuietHoursSetting {
+    fn from(q: QuietHours) -> Self {
+        Self {
+            start: q.start_text(),
+            end: q.end_text(),
+            timezone: q.timezone.name().to_string(),
+        }
+    }
 }
 
 /// What `GET /v1/apps/{appid}` shows: never the secret, the push token or the AES key.
@@ -56,6 +119,10 @@ pub struct AppView {
     has_encoding_aes_key: bool,
     webhook_url: Option<String>,
     has_webhook_secret: bool,
+    /// null: no cap
+    frequency_cap: Option<FrequencyCapSetting>,
+    /// null: campaigns send at any hour
+    quiet_hours: Option<QuietHoursSetting>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -145,6 +212,22 @@ pub async fn put_app(
         }
         _ => None,
     };
+    let frequency_cap = match body.frequency_cap {
+        None => Change::Keep,
+        Some(None) => Change::Remove,
+        Some(Some(cap)) => Change::Set(
+            FrequencyCap::parse(cap.max.into(), cap.per_secs.into())
+                .map_err(|e| ApiError::invalid(e.code, e.message))?,
+        ),
+    };
+    let quiet_hours = match &body.quiet_hours {
+        None => Change::Keep,
+        Some(None) => Change::Remove,
+        Some(Some(q)) => Change::Set(
+            QuietHours::parse(&q.start, &q.end, &q.timezone)
+                .map_err(|e| ApiError::invalid(e.code, e.message))?,
+        ),
+    };
     let fresh_secret = webhook::new_secret();
     let change = match (&body.webhook_url, &webhook_url) {
         (_, Some(url)) => WebhookChange::Set {
@@ -164,6 +247,8 @@ pub async fn put_app(
             send_rate_per_sec: body.send_rate_per_sec,
             token_api,
             webhook: change,
+            frequency_cap,
+            quiet_hours,
         },
     )
     .await?;
@@ -190,6 +275,8 @@ impl From<App> for AppView {
             has_encoding_aes_key: app.encoding_aes_key.is_some(),
             has_webhook_secret: app.webhook_secret.is_some(),
             webhook_url: app.webhook_url,
+            frequency_cap: app.frequency_cap.map(Into::into),
+            quiet_hours: app.quiet_hours.map(Into::into),
             created_at: app.created_at,
             updated_at: app.updated_at,
         }

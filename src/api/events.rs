@@ -36,7 +36,10 @@ impl RenderEvent for EventData {
                 return Ok(None);
             };
             let totals = store::campaigns::totals(&self.pool, row.id).await?;
-            Ok(Some(serde_json::to_value(CampaignView::new(row, totals)?)?))
+            // Completed or failed: nothing holds any more.
+            Ok(Some(serde_json::to_value(CampaignView::new(
+                row, totals, None,
+            )?)?))
         })
     }
 }

@@ -17,6 +17,11 @@ pub fn optional_whole_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>
         .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
 }
 
+/// A whole number that may be written as `12` or `12.0`.
+pub fn whole_i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    optional_whole_i32(d)?.ok_or_else(|| serde::de::Error::custom("a whole number is required"))
+}
+
 /// A JSON request body that must be an object. serde reads a struct from a JSON array too
 /// (its fields in order), so `[[]]` would pass as `{"items": []}`; every formpush body is an
 /// object, and anything else is refused like any other invalid body (`422 invalid_body`).

@@ -107,7 +107,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(campaigns::create))
                         .route(web::get().to(campaigns::list)),
                 )
+                .service(
+                    resource("/campaigns:preview", "POST")
+                        .route(web::post().to(campaigns::preview)),
+                )
                 .service(resource("/campaigns/{id}", "GET").route(web::get().to(campaigns::get)))
+                .service(
+                    resource("/campaigns/{id}/test", "POST")
+                        .route(web::post().to(campaigns::test_send)),
+                )
                 .service(
                     resource("/campaigns/{id}/pause", "POST")
                         .route(web::post().to(campaigns::pause)),

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::config::Settings;
 use crate::domain::session::SessionSigner;
+use crate::scheduler::pipeline::Pipeline;
 use crate::scheduler::templates::TemplateSync;
 use crate::scheduler::SenderWaker;
 use crate::wechat::{client::WeChatClient, token::TokenManager};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub tokens: TokenManager,
     /// Reads an app's subscribe templates from WeChat and stores them.
     pub template_sync: TemplateSync,
+    /// Sends a campaign's test messages (`POST /v1/campaigns/{id}/test`).
+    pub pipeline: Pipeline,
     pub credit_writer: crate::store::batcher::CreditWriter,
     /// Logins per client address: each one costs a jscode2session call to WeChat.
     pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::hygiene::{FrequencyCap, QuietHours};
+
 /// Which WeChat API issues the app's access_token.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
@@ -48,6 +50,10 @@ pub struct App {
     pub webhook_url: Option<String>,
     /// The HMAC key of the webhook signatures.
     pub webhook_secret: Option<SecretString>,
+    /// At most so many campaign messages per user and window (none: no cap).
+    pub frequency_cap: Option<FrequencyCap>,
+    /// When no campaign message is sent (none: any time).
+    pub quiet_hours: Option<QuietHours>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -59,6 +65,8 @@ impl std::fmt::Debug for App {
             .field("send_rate_per_sec", &self.send_rate_per_sec)
             .field("token_api", &self.token_api)
             .field("webhook_url", &self.webhook_url)
+            .field("frequency_cap", &self.frequency_cap)
+            .field("quiet_hours", &self.quiet_hours)
             .finish_non_exhaustive()
     }
 }

@@ -16,6 +16,9 @@ pub enum DeliveryStatus {
     NoFormid,
     /// Subscribe campaigns: the user held no grant for the template when claimed.
     NoQuota,
+    /// The user had already received the app's frequency cap of messages in its window:
+    /// nothing sent, no credit spent.
+    Capped,
 }
 
 impl DeliveryStatus {
@@ -27,6 +30,7 @@ impl DeliveryStatus {
             Self::Failed => "failed",
             Self::NoFormid => "no_formid",
             Self::NoQuota => "no_quota",
+            Self::Capped => "capped",
         }
     }
 
@@ -38,6 +42,7 @@ impl DeliveryStatus {
             Self::Failed => ShownDeliveryStatus::Failed,
             Self::NoFormid => ShownDeliveryStatus::NoFormid,
             Self::NoQuota => ShownDeliveryStatus::NoQuota,
+            Self::Capped => ShownDeliveryStatus::Capped,
         }
     }
 }
@@ -54,6 +59,7 @@ pub enum ShownDeliveryStatus {
     Failed,
     NoFormid,
     NoQuota,
+    Capped,
 }
 
 impl ShownDeliveryStatus {
@@ -64,6 +70,7 @@ impl ShownDeliveryStatus {
             "failed" => Some(Self::Failed),
             "no_formid" => Some(Self::NoFormid),
             "no_quota" => Some(Self::NoQuota),
+            "capped" => Some(Self::Capped),
             _ => None,
         }
     }

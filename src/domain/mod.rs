@@ -8,6 +8,7 @@ pub mod app;
 pub mod campaign;
 pub mod delivery;
 pub mod formid;
+pub mod hygiene;
 pub mod message;
 pub mod session;
 pub mod stats;

@@ -137,13 +137,15 @@ impl Scheduler {
                 let purged = async {
                     let events = store::webhook_events::purge_finished(&pool).await?;
                     let keys = store::messages::purge_expired_keys(&pool).await?;
-                    Ok::<_, sqlx::Error>((events, keys))
+                    let windows = store::credits::purge_old_windows(&pool).await?;
+                    Ok::<_, sqlx::Error>((events, keys, windows))
                 };
                 match purged.await {
-                    Ok((events, keys)) => tracing::info!(
+                    Ok((events, keys, windows)) => tracing::info!(
                         events,
                         keys,
-                        "purged finished webhook events and expired idempotency keys"
+                        windows,
+                        "purged finished webhook events, expired idempotency keys and old frequency-cap windows"
                     ),
                     Err(e) => tracing::warn!(error = ?e, "webhook and key clean-up failed"),
                 }

@@ -14,6 +14,16 @@
 //! claimed in two steps: the batch's pending deliveries are read and each user's data
 //! rendered and checked against the template's rules (loaded once per run), then one
 //! statement fails the broken ones (`invalid_data`) and spends grants for the rest only.
+//!
+//! Send hygiene: every claim checks the app's frequency cap in the database
+//! (`claim_credits`), so a capped delivery ends at the claim; a send that did not reach its
+//! user gives its slot in the window back with its outcome (`rules::keeps_slot`). Inside
+//! the app's quiet hours a run is not claimed at all (it records when it resumes), unless
+//! its campaign ignores them; triggered messages are sent whatever the hour.
+
+mod test_send;
+
+pub use test_send::{TestContent, TestResult, TestUser};
 
 use std::collections::{hash_map::Entry, HashMap};
 use std::sync::Arc;
@@ -31,8 +41,8 @@ use uuid::Uuid;
 
 use super::gate::{Priority, SendGate};
 use super::rules::{
-    decide, message_outcome, next_quota_reset, Attempt, CampaignStop, Delivered, Effect, Next,
-    MAX_SEND_ATTEMPTS,
+    decide, keeps_slot, message_outcome, next_quota_reset, Attempt, CampaignStop, Delivered,
+    Effect, Next, MAX_SEND_ATTEMPTS,
 };
 use crate::config::Settings;
 use crate::domain::app::App;
@@ -42,8 +52,9 @@ use crate::domain::message::MessageStatus;
 use crate::domain::template::DataRules;
 use crate::store::{
     self,
-    deliveries::{Claimed, CreditEffects, Outcome},
-    messages::{ClaimedMessage, MessageEffects, MessageOutcome},
+    credits::CreditEffects,
+    deliveries::{Claimed, Outcome, RunClaim},
+    messages::{ClaimedMessage, MessageOutcome},
     runs::ActiveRun,
 };
 use crate::wechat::{
@@ -83,6 +94,9 @@ impl From<&Settings> for SendSettings {
 pub const MESSAGE_POLL: Duration = Duration::from_millis(100);
 /// How long a live sender with nothing to send waits for more before it stops.
 pub const SENDER_LINGER: Duration = Duration::from_secs(3);
+/// How often a live sender whose every run holds for quiet hours looks again (triggered
+/// messages still wake it at once).
+pub const QUIET_POLL: Duration = Duration::from_secs(1);
 
 /// What every delivery of one claimed batch shares.
 struct Batch<'a> {
@@ -293,15 +307,23 @@ impl Pipeline {
             rules.retain(|run_id, _| runs.iter().any(|r| r.run_id == *run_id));
             let mut claimed_any = false;
             let mut waiting_for_fill = false;
+            let mut held = 0;
+            let now = pace.horizon().unwrap_or_else(Utc::now);
             for run in &runs {
+                // A run holding for quiet hours is still filled: its audience is the one
+                // of its start.
+                if run.filling {
+                    fillers.ensure(self, run.run_id, &filling_stop);
+                }
+                if self.holds_for_quiet_hours(&app, run, now).await? {
+                    held += 1;
+                    continue;
+                }
                 if let Entry::Vacant(unseen) = rules.entry(run.run_id) {
                     unseen.insert(self.data_rules(appid, run).await?);
                 }
                 let run_rules = rules.get(&run.run_id).and_then(Option::as_ref);
                 let after = cursors.get(&run.run_id).copied().unwrap_or(0);
-                if run.filling {
-                    fillers.ensure(self, run.run_id, &filling_stop);
-                }
                 let (claimed, last_id) = self
                     .step_beside_messages(&app, run, run_rules, &gate, after, pace)
                     .await?;
@@ -319,6 +341,14 @@ impl Pipeline {
                 } else {
                     store::runs::finish_run_if_done(&self.pool, run.run_id).await?;
                 }
+            }
+            if !claimed_any && held == runs.len() {
+                // Every run waits for the end of the app's quiet hours.
+                match pace {
+                    Pace::Live { wake } => wait_for_work(wake, QUIET_POLL, shutdown).await,
+                    Pace::Until(_) => return Ok(Stopped::Idle),
+                }
+                continue;
             }
             if waiting_for_fill && !claimed_any {
                 fillers.wait_for_chunk(FILL_POLL, shutdown).await;
@@ -339,6 +369,30 @@ impl Pipeline {
             }
         }
         Ok(Stopped::Shutdown)
+    }
+
+    /// Whether `run` must hold its deliveries at `now` for the app's quiet hours; records
+    /// on the run when it holds until, or that it sends again.
+    async fn holds_for_quiet_hours(
+        &self,
+        app: &App,
+        run: &ActiveRun,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let hold = match app.quiet_hours {
+            Some(quiet) if !run.ignore_quiet_hours => quiet.holds_until(now),
+            _ => None,
+        };
+        if hold != run.held_until {
+            store::runs::set_hold(&self.pool, run.run_id, hold).await?;
+            match hold {
+                Some(until) => {
+                    tracing::info!(run_id = %run.run_id, %until, "run holds for quiet hours")
+                }
+                None => tracing::info!(run_id = %run.run_id, "quiet hours over; run sends again"),
+            }
+        }
+        Ok(hold.is_some())
     }
 
     /// One campaign batch; a live sender meanwhile sends triggered messages that come due.
@@ -418,8 +472,16 @@ impl Pipeline {
         };
         // Data checked before the claim, ready to send, by delivery id.
         let mut prepared: HashMap<i64, Map<String, Value>> = HashMap::new();
-        let claimed = match (run.kind, rules) {
-            (CampaignKind::Subscribe, Some(rules)) if rules.checks_each_user() => {
+        let claim = RunClaim {
+            appid: &app.appid,
+            run_id: run.run_id,
+            kind: run.kind,
+            template_id: &run.template_id,
+            formid_pick: run.formid_pick,
+            lease_secs,
+        };
+        let claimed = match rules {
+            Some(rules) if run.kind == CampaignKind::Subscribe && rules.checks_each_user() => {
                 let pending =
                     store::deliveries::pending_batch(&self.claims, run.run_id, limit, after)
                         .await?;
@@ -439,46 +501,32 @@ impl Pipeline {
                 if ids.is_empty() {
                     Vec::new()
                 } else {
-                    store::deliveries::claim_subscribe_checked(
-                        &self.claims,
-                        run.run_id,
-                        &run.template_id,
-                        lease_secs,
-                        &ids,
-                        &problems,
-                    )
-                    .await?
+                    store::deliveries::claim_checked(&self.claims, &claim, &ids, &problems).await?
                 }
             }
-            (CampaignKind::Template, _) => {
-                store::deliveries::claim_template_batch(
-                    &self.claims,
-                    run.run_id,
-                    limit,
-                    run.formid_pick,
-                    lease_secs,
-                    after,
-                )
-                .await?
-            }
-            (CampaignKind::Subscribe, _) => {
-                store::deliveries::claim_subscribe_batch(
-                    &self.claims,
-                    run.run_id,
-                    limit,
-                    &run.template_id,
-                    lease_secs,
-                    after,
-                )
-                .await?
-            }
+            _ => store::deliveries::claim_batch(&self.claims, &claim, limit, after).await?,
         };
         let count = claimed.len();
         let last_id = claimed.iter().map(|d| d.id).max().unwrap_or(after);
-        let to_send: Vec<Claimed> = claimed
-            .into_iter()
-            .filter(|d| d.status == DeliveryStatus::Sending)
-            .collect();
+        let metrics = crate::metrics::metrics();
+        let mut slots = HashMap::new();
+        let mut to_send = Vec::with_capacity(claimed.len());
+        for d in claimed {
+            if d.status == DeliveryStatus::Sending {
+                if let Some(at) = d.slot_at {
+                    slots.insert(d.id, (d.user_id, at));
+                }
+                to_send.push(d);
+            } else {
+                // Final at the claim: no credit, capped, or data that breaks its rules.
+                metrics.count_send(
+                    &app.appid,
+                    run.kind.as_str(),
+                    d.status.as_str(),
+                    d.errcode.as_deref(),
+                );
+            }
+        }
         if to_send.is_empty() {
             return Ok((count, last_id));
         }
@@ -493,7 +541,6 @@ impl Pipeline {
         let mut effects = CreditEffects::default();
         let mut stop = None;
         let mut outcomes = Vec::with_capacity(results.len());
-        let metrics = crate::metrics::metrics();
         for r in results {
             if r.outcome.status != DeliveryStatus::Pending {
                 metrics.count_send(
@@ -503,20 +550,18 @@ impl Pipeline {
                     r.outcome.errcode.as_deref(),
                 );
             }
-            match r.effect {
-                Effect::None => {}
-                Effect::InvalidateFormid(f) => effects.invalidate_formids.push(f),
-                Effect::ReturnFormid(f) => effects.return_formids.push(f),
-                Effect::ReturnGrant(u) => effects.return_grants.push(u),
-                Effect::ZeroGrant(u) => effects.zero_grants.push(u),
+            add_effect(&mut effects, r.effect, &run.template_id);
+            if !keeps_slot(&r) {
+                if let Some(slot) = slots.get(&r.outcome.id) {
+                    effects.forget_slots.push(*slot);
+                }
             }
             if r.stop.is_some() && stop.is_none() {
                 stop = r.stop;
             }
             outcomes.push(r.outcome);
         }
-        self.record(&outcomes, &effects, &run.template_id, claimed_at)
-            .await?;
+        self.record(&outcomes, &effects, claimed_at).await?;
         match stop {
             Some(CampaignStop::Failed(err)) => {
                 tracing::warn!(campaign_id = %run.campaign_id, error = %err, "campaign failed");
@@ -692,6 +737,10 @@ impl Pipeline {
         if to_send.is_empty() {
             return Ok(count);
         }
+        let slots: HashMap<i64, (i64, DateTime<Utc>)> = to_send
+            .iter()
+            .filter_map(|m| Some((m.seq, (m.user_id?, m.slot_at?))))
+            .collect();
         let claimed_at = Instant::now();
         let results: Vec<(CampaignKind, String, Delivered)> = futures::stream::iter(to_send)
             .map(|m| self.deliver_message(app, gate, m))
@@ -699,7 +748,7 @@ impl Pipeline {
             .collect()
             .await;
         let now = Utc::now();
-        let mut effects = MessageEffects::default();
+        let mut effects = CreditEffects::default();
         let mut outcomes: Vec<MessageOutcome> = Vec::with_capacity(results.len());
         let metrics = crate::metrics::metrics();
         for (kind, template_id, d) in results {
@@ -712,12 +761,11 @@ impl Pipeline {
                     outcome.errcode.as_deref(),
                 );
             }
-            match d.effect {
-                Effect::None => {}
-                Effect::InvalidateFormid(f) => effects.invalidate_formids.push(f),
-                Effect::ReturnFormid(f) => effects.return_formids.push(f),
-                Effect::ReturnGrant(u) => effects.return_grants.push((u, template_id)),
-                Effect::ZeroGrant(u) => effects.zero_grants.push((u, template_id)),
+            add_effect(&mut effects, d.effect, &template_id);
+            if !keeps_slot(&d) {
+                if let Some(slot) = slots.get(&outcome.seq) {
+                    effects.forget_slots.push(*slot);
+                }
             }
             outcomes.push(outcome);
         }
@@ -767,6 +815,8 @@ impl Pipeline {
             formids_tried: m.formids_tried,
             attempts: m.attempts,
             outcome_unknown: m.outcome_unknown,
+            slot_at: m.slot_at,
+            errcode: None,
             vars: None,
         };
         let delivered = self
@@ -785,11 +835,10 @@ impl Pipeline {
         &self,
         outcomes: &[Outcome],
         effects: &CreditEffects,
-        template_id: &str,
         claimed_at: Instant,
     ) -> sqlx::Result<()> {
         self.keep_trying_while_leased(claimed_at, || {
-            store::deliveries::record(&self.pool, outcomes, effects, template_id)
+            store::deliveries::record(&self.pool, outcomes, effects)
         })
         .await
     }
@@ -826,7 +875,17 @@ impl Pipeline {
     }
 }
 
-/// Waits until the API wakes this sender, `poll` passes, or shutdown.
+/// Adds one send's credit effect (grants are per template).
+fn add_effect(effects: &mut CreditEffects, effect: Effect, template_id: &str) {
+    match effect {
+        Effect::None => {}
+        Effect::InvalidateFormid(f) => effects.invalidate_formids.push(f),
+        Effect::ReturnFormid(f) => effects.return_formids.push(f),
+        Effect::ReturnGrant(u) => effects.return_grants.push((u, template_id.to_string())),
+        Effect::ZeroGrant(u) => effects.zero_grants.push((u, template_id.to_string())),
+    }
+}
+
 /// How long a sender that caught up with a run's filler waits for its next chunk at most
 /// (the filler also wakes it).
 const FILL_POLL: Duration = Duration::from_millis(50);
@@ -878,6 +937,7 @@ impl Fillers {
     }
 }
 
+/// Waits until the API wakes this sender, `poll` passes, or shutdown.
 async fn wait_for_work(wake: &Notify, poll: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = wake.notified() => {}

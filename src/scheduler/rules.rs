@@ -250,6 +250,24 @@ pub fn message_outcome(d: &Delivered, now: DateTime<Utc>) -> MessageOutcome {
     }
 }
 
+/// Whether a send keeps its slot in the user's frequency-cap window once its outcome is
+/// recorded. The slot follows the credit: it stays while the send may have reached the
+/// user (sent, or an unknown outcome) or keeps its credit for a later try (WeChat
+/// unreachable, template); it goes back with the credit (campaign stopped, quota, a
+/// subscribe send that never reached WeChat) and when WeChat refused the send (the user
+/// received nothing; a next formId claims a new slot).
+pub fn keeps_slot(d: &Delivered) -> bool {
+    if matches!(d.effect, Effect::ReturnFormid(_) | Effect::ReturnGrant(_)) {
+        return false;
+    }
+    match d.outcome.status {
+        DeliveryStatus::Sent => true,
+        DeliveryStatus::Failed => d.outcome.outcome_unknown,
+        DeliveryStatus::Pending | DeliveryStatus::Sending => !d.outcome.drop_formid,
+        DeliveryStatus::NoFormid | DeliveryStatus::NoQuota | DeliveryStatus::Capped => false,
+    }
+}
+
 /// The next 00:00 in Asia/Shanghai, when WeChat's daily quotas reset.
 pub fn next_quota_reset(now: DateTime<Utc>) -> DateTime<Utc> {
     let tz = chrono_tz::Asia::Shanghai;
@@ -281,6 +299,8 @@ mod tests {
                 formids_tried: 1,
                 attempts: 0,
                 outcome_unknown: false,
+                slot_at: None,
+                errcode: None,
                 vars: None,
             },
             attempts: 1,
@@ -487,6 +507,36 @@ mod tests {
         assert_eq!(m.due_in_secs, UNREACHABLE_RETRY_SECS);
         let d = done(decide(&attempt(false), &Ok(SendReceipt::default()), 3));
         assert_eq!(message_outcome(&d, now).status, MessageStatus::Sent);
+    }
+
+    #[test]
+    fn a_slot_stays_with_a_send_that_may_have_arrived_or_keeps_its_credit() {
+        let kept = |a: &Attempt, r| keeps_slot(&done(decide(a, &r, 3)));
+        assert!(kept(&attempt(true), Ok(SendReceipt::default())));
+        // Refused by WeChat: the user received nothing.
+        assert!(!kept(&attempt(true), api(40003)));
+        assert!(!kept(&attempt(false), api(43101)));
+        assert!(
+            !kept(&attempt(true), api(41028)),
+            "the next formId claims anew"
+        );
+        // The credit goes back: so does the slot.
+        assert!(!kept(&attempt(true), api(40037)));
+        assert!(!kept(&attempt(false), api(45009)));
+        // It may have arrived.
+        assert!(kept(&attempt(false), Err(WeChatError::Timeout)));
+        let mut last = attempt(true);
+        last.attempts = 3;
+        last.outcome_unknown = true;
+        assert!(kept(&last, Err(WeChatError::Timeout)));
+        // Waiting for WeChat with its formId (template) or without its grant (subscribe).
+        let unreachable = || Err(WeChatError::Unreachable("refused".into()));
+        let mut t = attempt(true);
+        t.attempts = 3;
+        assert!(kept(&t, unreachable()));
+        let mut s = attempt(false);
+        s.attempts = 3;
+        assert!(!kept(&s, unreachable()));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Registered apps: their credentials and send settings.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::PgPool;
 
 use crate::domain::app::{App, TokenApi};
+use crate::domain::hygiene::{FrequencyCap, QuietHours};
 
 pub struct AppUpsert<'a> {
     pub appid: &'a str,
@@ -13,6 +14,27 @@ pub struct AppUpsert<'a> {
     pub send_rate_per_sec: Option<i32>,
     pub token_api: Option<TokenApi>,
     pub webhook: WebhookChange<'a>,
+    pub frequency_cap: Change<FrequencyCap>,
+    pub quiet_hours: Change<QuietHours>,
+}
+
+/// What a PUT does to an optional setting: a field left out keeps it, `null` removes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<T> {
+    Keep,
+    Remove,
+    Set(T),
+}
+
+impl<T> Change<T> {
+    /// Whether the setting changes, and its new value.
+    fn parts(&self) -> (bool, Option<&T>) {
+        match self {
+            Self::Keep => (false, None),
+            Self::Remove => (true, None),
+            Self::Set(value) => (true, Some(value)),
+        }
+    }
 }
 
 /// What a PUT does to the app's webhook.
@@ -33,18 +55,25 @@ pub struct Upserted {
     pub secret_replaced: bool,
 }
 
-/// Creates or updates an app; fields left out keep their stored value.
+/// Creates or updates an app; fields left out keep their stored value. Changed quiet hours
+/// release the app's cron campaigns that waited for the old ones (the next tick looks at
+/// them again under the new ones).
 pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<Upserted> {
     let (change_webhook, url, fresh_secret) = match app.webhook {
         WebhookChange::Keep => (false, None, None),
         WebhookChange::Remove => (true, None, None),
         WebhookChange::Set { url, fresh_secret } => (true, Some(url), Some(fresh_secret)),
     };
+    let (change_cap, cap) = app.frequency_cap.parts();
+    let (change_quiet, quiet) = app.quiet_hours.parts();
+    let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"
         insert into apps (appid, secret, push_token, encoding_aes_key, send_rate_per_sec, token_api,
-                          webhook_url, webhook_secret)
-        values ($1, $2, $3, $4, coalesce($5, 200), coalesce($6, 'stable'), $8, $9)
+                          webhook_url, webhook_secret, cap_max, cap_per_secs, quiet_start,
+                          quiet_end, quiet_timezone)
+        values ($1, $2, $3, $4, coalesce($5, 200), coalesce($6, 'stable'), $8, $9, $11, $12,
+                $14, $15, $16)
         on conflict (appid) do update set
             secret = excluded.secret,
             push_token = coalesce($3, apps.push_token),
@@ -57,6 +86,11 @@ pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<Upserted>
                                   when $8::text is null then null
                                   when $8 is distinct from apps.webhook_url then $9
                                   else apps.webhook_secret end,
+            cap_max = case when $10 then $11 else apps.cap_max end,
+            cap_per_secs = case when $10 then $12 else apps.cap_per_secs end,
+            quiet_start = case when $13 then $14 else apps.quiet_start end,
+            quiet_end = case when $13 then $15 else apps.quiet_end end,
+            quiet_timezone = case when $13 then $16 else apps.quiet_timezone end,
             updated_at = now()
         -- xmax is 0 only on a freshly inserted row version
         returning (xmax = 0) as "created!",
@@ -71,9 +105,25 @@ pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<Upserted>
         change_webhook,
         url,
         fresh_secret,
+        change_cap,
+        cap.map(|c| c.max),
+        cap.map(|c| c.per_secs),
+        change_quiet,
+        quiet.map(|q| q.start),
+        quiet.map(|q| q.end),
+        quiet.map(|q| q.timezone.name()),
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    if change_quiet {
+        sqlx::query!(
+            "update campaigns set held_until = null where appid = $1 and held_until is not null",
+            app.appid
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(Upserted {
         created: row.created,
         secret_replaced: row.secret_replaced,
@@ -90,13 +140,40 @@ struct AppRow {
     token_api: TokenApi,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    cap_max: Option<i32>,
+    cap_per_secs: Option<i32>,
+    quiet_start: Option<NaiveTime>,
+    quiet_end: Option<NaiveTime>,
+    quiet_timezone: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl From<AppRow> for App {
     fn from(r: AppRow) -> Self {
+        let frequency_cap = match (r.cap_max, r.cap_per_secs) {
+            (Some(max), Some(per_secs)) => Some(FrequencyCap { max, per_secs }),
+            _ => None,
+        };
+        let quiet_hours = match (r.quiet_start, r.quiet_end, &r.quiet_timezone) {
+            (Some(start), Some(end), Some(zone)) => match zone.parse() {
+                Ok(timezone) => Some(QuietHours {
+                    start,
+                    end,
+                    timezone,
+                }),
+                Err(_) => {
+                    // Checked when set; only a time zone database that dropped the name
+                    // gets here.
+                    tracing::warn!(appid = %r.appid, zone, "quiet hours in an unknown time zone are ignored");
+                    None
+                }
+            },
+            _ => None,
+        };
         App {
+            frequency_cap,
+            quiet_hours,
             appid: r.appid,
             secret: r.secret.into(),
             push_token: r.push_token.map(Into::into),
@@ -119,8 +196,8 @@ pub async fn find(pool: &PgPool, appid: &str) -> sqlx::Result<Option<App>> {
         AppRow,
         r#"
         select appid, secret, push_token, encoding_aes_key, send_rate_per_sec,
-               token_api as "token_api: TokenApi", webhook_url, webhook_secret, created_at,
-               updated_at
+               token_api as "token_api: TokenApi", webhook_url, webhook_secret, cap_max,
+               cap_per_secs, quiet_start, quiet_end, quiet_timezone, created_at, updated_at
         from apps where appid = $1
         "#,
         appid
@@ -136,8 +213,8 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<App>> {
         AppRow,
         r#"
         select appid, secret, push_token, encoding_aes_key, send_rate_per_sec,
-               token_api as "token_api: TokenApi", webhook_url, webhook_secret, created_at,
-               updated_at
+               token_api as "token_api: TokenApi", webhook_url, webhook_secret, cap_max,
+               cap_per_secs, quiet_start, quiet_end, quiet_timezone, created_at, updated_at
         from apps order by appid
         "#
     )

@@ -36,6 +36,10 @@ pub struct CampaignRow {
     pub resume_at: Option<DateTime<Utc>>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_error: Option<Value>,
+    /// Sends even inside the app's quiet hours.
+    pub ignore_quiet_hours: bool,
+    /// A cron firing that fell inside the app's quiet hours waits until then.
+    pub held_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -95,8 +99,9 @@ pub async fn create(
         r#"
         insert into campaigns (id, appid, name, kind, template_id, page, data, emphasis_keyword,
             miniprogram_state, lang, formid_pick, data_policy, audience_type, schedule, timezone,
-            status, next_run_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'scheduled', $16)
+            status, next_run_at, ignore_quiet_hours)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'scheduled', $16,
+                $17)
         "#,
         id,
         spec.appid,
@@ -114,6 +119,7 @@ pub async fn create(
         schedule_json,
         spec.schedule.timezone.name(),
         spec.schedule.first_run(now),
+        spec.ignore_quiet_hours,
     )
     .execute(&mut *tx)
     .await?;
@@ -143,7 +149,8 @@ pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<CampaignRow>> 
                data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
-               resume_at, next_run_at, last_error, created_at, updated_at
+               resume_at, next_run_at, last_error, ignore_quiet_hours, held_until, created_at,
+               updated_at
         from campaigns
         where id = $1
         "#,
@@ -169,7 +176,8 @@ pub async fn list(
                data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
-               resume_at, next_run_at, last_error, created_at, updated_at
+               resume_at, next_run_at, last_error, ignore_quiet_hours, held_until, created_at,
+               updated_at
         from campaigns
         where ($1::text is null or appid = $1)
         order by created_at desc limit $2
@@ -202,6 +210,7 @@ pub async fn totals_of(
                count(*) filter (where status = 'failed') as "failed!",
                count(*) filter (where status = 'no_formid') as "no_formid!",
                count(*) filter (where status = 'no_quota') as "no_quota!",
+               count(*) filter (where status = 'capped') as "capped!",
                count(*) filter (where status in ('pending', 'sending')) as "pending!"
         from deliveries where campaign_id = any($1)
         group by campaign_id
@@ -219,6 +228,7 @@ pub async fn totals_of(
                 failed: r.failed,
                 no_formid: r.no_formid,
                 no_quota: r.no_quota,
+                capped: r.capped,
                 pending: r.pending,
             };
             (r.campaign_id, totals)
@@ -231,6 +241,56 @@ pub enum Transition {
     Pause,
     Resume,
     Cancel,
+}
+
+/// The placeholder values of those of `openids` that are in the campaign's listed
+/// audience (an `all` audience has none).
+pub async fn audience_vars(
+    pool: &PgPool,
+    campaign: &CampaignRow,
+    openids: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, Value>> {
+    let storable: Vec<&str> = openids
+        .iter()
+        .map(String::as_str)
+        .filter(|o| super::storable(o))
+        .collect();
+    let rows = sqlx::query!(
+        r#"
+        select u.openid, a.vars
+        from users u join campaign_audience a on a.user_id = u.id and a.campaign_id = $1
+        where u.appid = $3 and u.openid = any($2::text[])
+        "#,
+        campaign.id,
+        &storable as &[&str],
+        campaign.appid
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.openid, r.vars)).collect())
+}
+
+/// When the running runs of each of `campaign_ids` that hold for their app's quiet hours
+/// resume (the earliest per campaign; campaigns without such a run are absent).
+pub async fn run_holds_of(
+    pool: &PgPool,
+    campaign_ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, DateTime<Utc>>> {
+    let rows = sqlx::query!(
+        r#"
+        select campaign_id, min(held_until) as "held_until!"
+        from campaign_runs
+        where campaign_id = any($1) and status = 'running' and held_until is not null
+        group by campaign_id
+        "#,
+        campaign_ids
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.campaign_id, r.held_until))
+        .collect())
 }
 
 /// Applies an admin transition. `Ok(None)`: no such campaign; `Err(status)`: the transition
@@ -250,7 +310,8 @@ pub async fn transition(
                data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
-               resume_at, next_run_at, last_error, created_at, updated_at
+               resume_at, next_run_at, last_error, ignore_quiet_hours, held_until, created_at,
+               updated_at
         from campaigns
         where id = $1
         for update
@@ -289,7 +350,8 @@ pub async fn transition(
                     status = case when exists (select 1 from campaign_runs r
                                                where r.campaign_id = $1 and r.status = 'running')
                                   then 'running' else 'scheduled' end,
-                    pause_reason = null, resume_at = null, next_run_at = $2, updated_at = now()
+                    pause_reason = null, resume_at = null, next_run_at = $2, held_until = null,
+                    updated_at = now()
                 where id = $1
                 "#,
                 id,

@@ -1,11 +1,18 @@
 //! The credit pool: formIds / prepay_ids (template messages) and subscription grants
-//! (subscribe messages). Claiming lives with the deliveries (`store::deliveries`), where it
-//! happens in the same statement that moves a delivery to `sending`.
+//! (subscribe messages), and each user's frequency-cap window.
+//!
+//! Every credit formpush spends is claimed by the database function `claim_credits` (see
+//! the migration `send_hygiene`), called from the statement that moves a delivery or a
+//! message to `sending` (`store::deliveries`, `store::messages`) and by test sends (here).
+//! It also takes the send's slot in the user's window when the app has a frequency cap.
+//! What happens to credits and slots afterwards (given back, invalidated, zeroed) is
+//! `apply_effects`, shared the same way.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
+use crate::domain::campaign::{CampaignKind, FormidPick};
 use crate::domain::formid::Credit;
 
 /// How long consumed formIds are kept (so a re-posted one still counts as a duplicate).
@@ -225,4 +232,236 @@ pub async fn purge_dead(pool: &PgPool) -> sqlx::Result<u64> {
         .execute(pool)
         .await?;
     Ok(total)
+}
+
+/// Side effects on the credit pool of recorded sends (campaign deliveries, triggered
+/// messages and test sends alike).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CreditEffects {
+    /// formIds WeChat called wrong or used (41028 / 41029).
+    pub invalidate_formids: Vec<i64>,
+    /// formIds claimed but not spent (campaign-level error, quota): one use back.
+    pub return_formids: Vec<i64>,
+    /// (user, template) grants claimed but not spent: one back each.
+    pub return_grants: Vec<(i64, String)>,
+    /// (user, template) of users WeChat says hold no grant (43101): our count was wrong.
+    pub zero_grants: Vec<(i64, String)>,
+    /// (user, slot) of sends that did not reach their user: the slot leaves the user's
+    /// frequency-cap window.
+    pub forget_slots: Vec<(i64, DateTime<Utc>)>,
+}
+
+/// Applies `effects` in the caller's transaction: credits first, then windows in user
+/// order (the order every claim locks them in, so the two cannot deadlock).
+pub async fn apply_effects(db: &mut PgConnection, effects: &CreditEffects) -> sqlx::Result<()> {
+    if !effects.invalidate_formids.is_empty() {
+        sqlx::query!(
+            "update formids set invalid = true where id = any($1)",
+            &effects.invalidate_formids
+        )
+        .execute(&mut *db)
+        .await?;
+    }
+    if !effects.return_formids.is_empty() {
+        sqlx::query!(
+            "update formids set uses_left = uses_left + 1 where id = any($1)",
+            &effects.return_formids
+        )
+        .execute(&mut *db)
+        .await?;
+    }
+    for (grants, zero) in [
+        (&effects.return_grants, false),
+        (&effects.zero_grants, true),
+    ] {
+        if grants.is_empty() {
+            continue;
+        }
+        let (users, templates): (Vec<i64>, Vec<String>) = grants.iter().cloned().unzip();
+        sqlx::query!(
+            r#"
+            update subscription_grants g set
+                remaining = case when $3 then 0 else g.remaining + t.n end, updated_at = now()
+            from (select u, tpl, count(*)::int as n
+                  from unnest($1::bigint[], $2::text[]) as x(u, tpl) group by u, tpl) t
+            where g.user_id = t.u and g.template_id = t.tpl
+            "#,
+            &users,
+            &templates,
+            zero
+        )
+        .execute(&mut *db)
+        .await?;
+    }
+    if !effects.forget_slots.is_empty() {
+        let (users, slots): (Vec<i64>, Vec<DateTime<Utc>>) =
+            effects.forget_slots.iter().cloned().unzip();
+        sqlx::query!(
+            r#"
+            with gone as (
+                select u, array_agg(t) as slots
+                from unnest($1::bigint[], $2::timestamptz[]) as x(u, t) group by u
+            ),
+            locked as materialized (
+                select s.user_id from user_sends s join gone g on g.u = s.user_id
+                order by s.user_id
+                for update of s
+            )
+            update user_sends s set recent = forget_sends(s.recent, g.slots)
+            from gone g
+            where s.user_id = g.u and s.user_id in (select user_id from locked)
+            "#,
+            &users,
+            &slots as &[DateTime<Utc>]
+        )
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One test send's credit, as `claim_for_test` claimed it.
+#[derive(Debug, Clone)]
+pub struct TestClaim {
+    pub openid: String,
+    /// `None`: formpush does not know this user.
+    pub user_id: Option<i64>,
+    pub formid_id: Option<i64>,
+    pub form_id: Option<String>,
+    pub granted: bool,
+    pub slot_at: Option<DateTime<Utc>>,
+}
+
+/// Claims a credit of the campaign's kind for each of `openids` (distinct users of
+/// `appid`), as a triggered message does: never capped, but a slot in the user's window
+/// when the app has a cap.
+pub async fn claim_for_test(
+    pool: &PgPool,
+    appid: &str,
+    openids: &[String],
+    kind: CampaignKind,
+    template_id: &str,
+    formid_pick: FormidPick,
+) -> sqlx::Result<Vec<TestClaim>> {
+    sqlx::query_as!(
+        TestClaim,
+        r#"
+        with asked as (
+            select o.openid, o.n, u.id as user_id
+            from unnest($2::text[]) with ordinality as o(openid, n)
+            left join users u on u.appid = $1 and u.openid = o.openid
+        ),
+        credit as (
+            select * from claim_credits(
+                $1,
+                array(select n from asked order by n),
+                array(select user_id from asked order by n),
+                array(select $3::text from asked),
+                array(select $4::text from asked),
+                array(select $5::text from asked),
+                false)
+        )
+        select a.openid as "openid!", a.user_id as "user_id?", c.formid_id, c.form_id,
+               coalesce(c.granted, false) as "granted!", c.slot_at
+        from asked a left join credit c on c.key = a.n
+        order by a.n
+        "#,
+        appid,
+        openids,
+        kind.as_str(),
+        template_id,
+        formid_pick.as_str(),
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Records what test sends did to the credit pool (they leave no other record).
+pub async fn settle_test(pool: &PgPool, effects: &CreditEffects) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    apply_effects(&mut tx, effects).await?;
+    tx.commit().await
+}
+
+/// What a campaign would find at `at` among its audience, for a preview.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// Users in the audience (a listed audience counts openids formpush does not know).
+    pub audience: i64,
+    /// Audience users holding a credit that will still be usable at `at`.
+    pub reachable: i64,
+    /// Of `reachable`, those whose frequency-cap window will be full at `at`.
+    pub capped: i64,
+}
+
+/// Counts the audience of a campaign of `appid` (every user when `openids` is `None`)
+/// that would hold a credit at `at`: a formId with a use left, not invalid and not expiring
+/// within a minute of `at` (the claim's rule), or a grant of `template_id`. With a cap, the
+/// users among them whose window already holds `max` sends after `at - per_secs`.
+pub async fn reach(
+    pool: &PgPool,
+    appid: &str,
+    openids: Option<&[String]>,
+    kind: CampaignKind,
+    template_id: &str,
+    at: DateTime<Utc>,
+    cap: Option<crate::domain::hygiene::FrequencyCap>,
+) -> sqlx::Result<Reach> {
+    let r = sqlx::query!(
+        r#"
+        with audience as (
+            select u.id from users u where $2::text[] is null and u.appid = $1
+            union all
+            select u.id from unnest($2::text[]) as o(openid)
+            left join users u on u.appid = $1 and u.openid = o.openid
+            where $2::text[] is not null
+        ),
+        reachable as (
+            select a.id from audience a
+            where case when $3 = 'template' then exists (
+                      select 1 from formids f
+                      where f.user_id = a.id and f.uses_left > 0 and not f.invalid
+                        and f.expires_at > $5::timestamptz + interval '1 minute')
+                  else exists (
+                      select 1 from subscription_grants g
+                      where g.user_id = a.id and g.template_id = $4 and g.remaining > 0)
+                  end
+        )
+        select (select count(*) from audience) as "audience!",
+               (select count(*) from reachable) as "reachable!",
+               (select count(*) from reachable r join user_sends s on s.user_id = r.id
+                where $6::integer is not null
+                  and sends_since(s.recent, $5::timestamptz - make_interval(secs => $7::integer)) >= $6)
+                   as "capped!"
+        "#,
+        appid,
+        openids as Option<&[String]>,
+        kind.as_str(),
+        template_id,
+        at,
+        cap.map(|c| c.max),
+        cap.map(|c| c.per_secs),
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Reach {
+        audience: r.audience,
+        reachable: r.reachable,
+        capped: r.capped,
+    })
+}
+
+/// Daily clean-up: frequency-cap windows whose every send is older than the longest window
+/// an app may set (30 days) can never hold a user back again.
+pub async fn purge_old_windows(pool: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"
+        delete from user_sends
+        where sends_since(recent, now() - make_interval(secs => $1)) = 0
+        "#,
+        f64::from(crate::domain::hygiene::MAX_CAP_SECS)
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

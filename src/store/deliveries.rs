@@ -1,13 +1,18 @@
 //! Deliveries: claiming a batch (with its credits, in one statement), recording outcomes
 //! (with their credit side effects, in one transaction), recovery and listing. The claims
 //! are meant for `db::claim_pool` connections, which plan them for their parameters.
+//!
+//! Credits are claimed by the database function `claim_credits` (migrations), the one
+//! claim of formIds, grants and frequency-cap slots that campaign deliveries, triggered
+//! messages and test sends share; the statements here pick the deliveries around it.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::campaign::FormidPick;
+use super::credits::CreditEffects;
+use crate::domain::campaign::{CampaignKind, FormidPick};
 use crate::domain::delivery::{DeliveryStatus, ShownDeliveryStatus};
 
 #[derive(Debug, Clone)]
@@ -15,27 +20,45 @@ pub struct Claimed {
     pub id: i64,
     pub user_id: i64,
     pub openid: String,
-    /// `Sending`, or already final: `NoFormid` / `NoQuota` / `Failed` (also for data
-    /// that breaks its template's rules).
+    /// `Sending`, or already final: `NoFormid` / `NoQuota` / `Capped` / `Failed` (also for
+    /// data that breaks its template's rules).
     pub status: DeliveryStatus,
     pub formid_id: Option<i64>,
     pub form_id: Option<String>,
     pub formids_tried: i16,
     pub attempts: i16,
     pub outcome_unknown: bool,
+    /// Its slot in the user's frequency-cap window, if it holds one.
+    pub slot_at: Option<DateTime<Utc>>,
+    /// Why a delivery that ended `failed` at the claim failed (WeChat's errcode for the
+    /// formIds it refused earlier, or `invalid_data`).
+    pub errcode: Option<String>,
     pub vars: Option<Value>,
 }
 
-/// Claims up to `limit` pending deliveries of a template run with ids above `after_id`
-/// (the sender's cursor), each with the user's best
-/// usable formId (consumed in the same statement). A delivery that already holds a formId
-/// (an unknown outcome being retried) keeps it. Users without one end `no_formid`.
-pub async fn claim_template_batch(
+/// What every claim of one run's deliveries shares.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClaim<'a> {
+    pub appid: &'a str,
+    pub run_id: Uuid,
+    pub kind: CampaignKind,
+    pub template_id: &'a str,
+    pub formid_pick: FormidPick,
+    /// How long the claimed deliveries belong to this sender.
+    pub lease_secs: f64,
+}
+
+/// Claims up to `limit` pending deliveries of the run with ids above `after_id` (the
+/// sender's cursor), each with its user's credit (`claim_credits`, in the same
+/// statement): template runs the best usable formId by `formid_pick`, subscribe runs one
+/// grant of the template. The app's frequency cap applies: a user whose window is full
+/// ends `capped` and keeps the credit. A delivery that already holds a formId (an unknown
+/// outcome being retried) keeps it and its slot. Users without a credit end `no_formid` /
+/// `no_quota` (`failed` when WeChat refused formIds of theirs in this run).
+pub async fn claim_batch(
     pool: &PgPool,
-    run_id: Uuid,
+    claim: &RunClaim<'_>,
     limit: i64,
-    formid_pick: FormidPick,
-    lease_secs: f64,
     after_id: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
@@ -51,96 +74,45 @@ pub async fn claim_template_batch(
             limit $2
             for update of d skip locked
         ),
-        -- One row per picked delivery: its held formId, or the user's best usable one.
+        fresh as (select id, user_id from picked where formid_id is null),
         credit as (
-            select p.id as delivery_id, p.vars, f.id as formid_id, f.form_id
-            from picked p
-            left join lateral (
-                select f.id, f.form_id from formids f
-                where p.formid_id is null and f.user_id = p.user_id
-                  and f.uses_left > 0 and not f.invalid
-                  -- not one that may expire before WeChat sees it
-                  and f.expires_at > now() + interval '1 minute'
-                order by case when $3::text = 'expiring_first' then f.expires_at end asc,
-                         f.created_at desc
-                limit 1
-                for update skip locked
-            ) f on true
-        ),
-        consumed as (
-            update formids f set uses_left = f.uses_left - 1, last_used_at = now()
-            from credit c where f.id = c.formid_id
-            returning f.id
+            select * from claim_credits(
+                $6,
+                array(select id from fresh order by id),
+                array(select user_id from fresh order by id),
+                array(select $7::text from fresh),
+                array(select $8::text from fresh),
+                array(select $3::text from fresh),
+                true)
         )
         update deliveries d set
             status = case
-                when coalesce(d.formid_id, c.formid_id) is not null then 'sending'
+                when d.formid_id is not null or c.formid_id is not null or c.granted
+                    then 'sending'
+                when c.capped then 'capped'
+                when $7 = 'subscribe' then 'no_quota'
                 when d.formids_tried > 0 then 'failed'
                 else 'no_formid' end,
             formid_id = coalesce(d.formid_id, c.formid_id),
             form_id = coalesce(c.form_id, d.form_id),
             formids_tried = d.formids_tried + (case when c.formid_id is null then 0 else 1 end),
+            slot_at = case when d.formid_id is not null then d.slot_at else c.slot_at end,
             lease_until = now() + make_interval(secs => $4),
             updated_at = now()
-        from credit c
-        where d.id = c.delivery_id
-        returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
-                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, c.vars as "vars?"
-        "#,
-        run_id,
-        limit,
-        formid_pick.as_str(),
-        lease_secs,
-        after_id
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// Claims up to `limit` pending deliveries of a subscribe run with ids above `after_id`,
-/// each spending one of the
-/// user's grants for the template. Users without one end `no_quota`.
-pub async fn claim_subscribe_batch(
-    pool: &PgPool,
-    run_id: Uuid,
-    limit: i64,
-    template_id: &str,
-    lease_secs: f64,
-    after_id: i64,
-) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as!(
-        Claimed,
-        r#"
-        with picked as (
-            select d.id, d.user_id, a.vars
-            from deliveries d
-            left join campaign_audience a on a.campaign_id = d.campaign_id and a.user_id = d.user_id
-            where d.run_id = $1 and d.id > $5 and d.status = 'pending'
-              and d.next_attempt_at <= now()
-            order by d.id
-            limit $2
-            for update of d skip locked
-        ),
-        granted as (
-            update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
-            from picked p
-            where g.user_id = p.user_id and g.template_id = $3 and g.remaining > 0
-            returning g.user_id
-        )
-        update deliveries d set
-            status = case when gr.user_id is null then 'no_quota' else 'sending' end,
-            lease_until = now() + make_interval(secs => $4),
-            updated_at = now()
-        from picked p left join granted gr on gr.user_id = p.user_id
+        from picked p left join credit c on c.key = p.id
         where d.id = p.id
         returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
-                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, p.vars as "vars?"
+                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, d.slot_at,
+                  d.errcode, p.vars as "vars?"
         "#,
-        run_id,
+        claim.run_id,
         limit,
-        template_id,
-        lease_secs,
-        after_id
+        claim.formid_pick.as_str(),
+        claim.lease_secs,
+        after_id,
+        claim.appid,
+        claim.kind.as_str(),
+        claim.template_id,
     )
     .fetch_all(pool)
     .await
@@ -182,16 +154,14 @@ pub async fn pending_batch(
     .await
 }
 
-/// Claims the subscribe deliveries `ids` (read by `pending_batch`) whose rendered data
-/// was checked: `problems[i]` is why the data of `ids[i]` breaks its template's rules, or
-/// `None`. A delivery with a problem ends `failed` (`invalid_data`) and spends nothing;
-/// the others spend one grant each, as `claim_subscribe_batch` does, in the same
-/// statement. Deliveries another sender took meanwhile are skipped.
-pub async fn claim_subscribe_checked(
+/// Claims the deliveries `ids` (read by `pending_batch`) of a subscribe run whose
+/// rendered data was checked: `problems[i]` is why the data of `ids[i]` breaks its
+/// template's rules, or `None`. A delivery with a problem ends `failed` (`invalid_data`)
+/// and spends nothing; the others claim a grant as `claim_batch` does (the frequency cap
+/// included), in the same statement. Deliveries another sender took meanwhile are skipped.
+pub async fn claim_checked(
     pool: &PgPool,
-    run_id: Uuid,
-    template_id: &str,
-    lease_secs: f64,
+    claim: &RunClaim<'_>,
     ids: &[i64],
     problems: &[Option<String>],
 ) -> sqlx::Result<Vec<Claimed>> {
@@ -217,34 +187,41 @@ pub async fn claim_subscribe_checked(
             from locked l
             join unnest($1::bigint[], $2::text[]) as i(id, problem) on i.id = l.id
         ),
-        granted as (
-            update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
-            from picked p
-            where p.problem is null
-              and g.user_id = p.user_id and g.template_id = $4 and g.remaining > 0
-            returning g.user_id
+        fresh as (select id, user_id from picked where problem is null),
+        credit as (
+            select * from claim_credits(
+                $8,
+                array(select id from fresh order by id),
+                array(select user_id from fresh order by id),
+                array(select 'subscribe'::text from fresh),
+                array(select $4::text from fresh),
+                array(select 'freshest'::text from fresh),
+                true)
         )
         update deliveries d set
             status = case when p.problem is not null then 'failed'
-                          when gr.user_id is null then 'no_quota'
-                          else 'sending' end,
+                          when c.granted then 'sending'
+                          when c.capped then 'capped'
+                          else 'no_quota' end,
             errcode = case when p.problem is null then d.errcode else 'invalid_data' end,
             errmsg = coalesce(p.problem, d.errmsg),
+            slot_at = c.slot_at,
             lease_until = now() + make_interval(secs => $5),
             updated_at = now()
-        from picked p left join granted gr on gr.user_id = p.user_id
+        from picked p left join credit c on c.key = p.id
         where d.id = p.id
         returning d.id, d.user_id, d.openid, d.status as "status: DeliveryStatus", d.formid_id,
-                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown,
-                  null::jsonb as "vars?"
+                  d.form_id, d.formids_tried, d.attempts, d.outcome_unknown, d.slot_at,
+                  d.errcode, null::jsonb as "vars?"
         "#,
         ids,
         problems as &[Option<String>],
-        run_id,
-        template_id,
-        lease_secs,
+        claim.run_id,
+        claim.template_id,
+        claim.lease_secs,
         first,
-        last
+        last,
+        claim.appid,
     )
     .fetch_all(pool)
     .await
@@ -267,24 +244,12 @@ pub struct Outcome {
     pub retry_in_secs: f64,
 }
 
-/// Side effects on the credit pool that go with a batch of outcomes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CreditEffects {
-    /// formIds WeChat called wrong or used (41028 / 41029).
-    pub invalidate_formids: Vec<i64>,
-    /// formIds claimed but not spent (campaign-level error, quota): one use back.
-    pub return_formids: Vec<i64>,
-    /// Users whose grant for the template was claimed but not spent.
-    pub return_grants: Vec<i64>,
-    /// Users WeChat says hold no grant (43101): our count was wrong.
-    pub zero_grants: Vec<i64>,
-}
-
+/// Records a sent batch: its credit effects (`credits::apply_effects`), then every outcome,
+/// in one transaction.
 pub async fn record(
     pool: &PgPool,
     outcomes: &[Outcome],
     effects: &CreditEffects,
-    template_id: &str,
 ) -> sqlx::Result<()> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut statuses = Vec::with_capacity(outcomes.len());
@@ -307,6 +272,7 @@ pub async fn record(
         retry_in.push(o.retry_in_secs);
     }
     let mut tx = pool.begin().await?;
+    super::credits::apply_effects(&mut tx, effects).await?;
     sqlx::query!(
         r#"
         update deliveries d set
@@ -333,42 +299,6 @@ pub async fn record(
     )
     .execute(&mut *tx)
     .await?;
-    if !effects.invalidate_formids.is_empty() {
-        sqlx::query!(
-            "update formids set invalid = true where id = any($1)",
-            &effects.invalidate_formids
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !effects.return_formids.is_empty() {
-        sqlx::query!(
-            "update formids set uses_left = uses_left + 1 where id = any($1)",
-            &effects.return_formids
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !effects.return_grants.is_empty() {
-        sqlx::query!(
-            r#"update subscription_grants set remaining = remaining + 1, updated_at = now()
-               where template_id = $1 and user_id = any($2)"#,
-            template_id,
-            &effects.return_grants
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !effects.zero_grants.is_empty() {
-        sqlx::query!(
-            r#"update subscription_grants set remaining = 0, updated_at = now()
-               where template_id = $1 and user_id = any($2)"#,
-            template_id,
-            &effects.zero_grants
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await
 }
 

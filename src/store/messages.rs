@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::credits::CreditEffects;
 use crate::domain::campaign::{CampaignKind, FormidPick};
 use crate::domain::message::{MessageSpec, MessageStatus, ShownMessageStatus};
 
@@ -164,97 +165,48 @@ async fn insert(
         .fetch_optional(db)
         .await;
     }
-    match c.kind {
-        CampaignKind::Template => {
-            sqlx::query_as!(
-                MessageRow,
-                r#"
-                with credit as (
-                    -- the same pick as a campaign's claim (store::deliveries)
-                    select f.id, f.user_id, f.form_id
-                    from users u join formids f on f.user_id = u.id
-                    where u.appid = $2 and u.openid = $3
-                      and f.uses_left > 0 and not f.invalid
-                      and f.expires_at > now() + interval '1 minute'
-                    order by case when $11::text = 'expiring_first' then f.expires_at end asc,
-                             f.created_at desc
-                    limit 1
-                    for update of f skip locked
-                ),
-                consumed as (
-                    update formids f set uses_left = f.uses_left - 1, last_used_at = now()
-                    from credit c where f.id = c.id
-                    returning f.id, f.user_id, c.form_id
-                )
-                insert into messages (id, appid, openid, user_id, kind, template_id, page, data,
-                    emphasis_keyword, miniprogram_state, lang, formid_pick, idempotency_key, send_at,
-                    status, formid_id, form_id, formids_tried)
-                select $1, $2, $3, c.user_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                       'queued', c.id, c.form_id, 1
-                from consumed c
-                returning id, seq, appid, openid, kind as "kind: CampaignKind", template_id, page,
-                          data, emphasis_keyword, miniprogram_state, lang,
-                          formid_pick as "formid_pick: FormidPick", idempotency_key, send_at,
-                          status as "status: MessageStatus", errcode, errmsg, msg_id, push_status,
-                          created_at, updated_at
-                "#,
-                id,
-                appid,
-                spec.openid,
-                c.kind as CampaignKind,
-                c.template_id,
-                c.page,
-                data,
-                c.emphasis_keyword,
-                c.miniprogram_state,
-                c.lang,
-                c.formid_pick as FormidPick,
-                spec.idempotency_key,
-                spec.send_at,
-            )
-            .fetch_optional(db)
-            .await
-        }
-        CampaignKind::Subscribe => {
-            sqlx::query_as!(
-                MessageRow,
-                r#"
-                with granted as (
-                    update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
-                    from users u
-                    where u.appid = $2 and u.openid = $3
-                      and g.user_id = u.id and g.template_id = $5 and g.remaining > 0
-                    returning g.user_id
-                )
-                insert into messages (id, appid, openid, user_id, kind, template_id, page, data,
-                    emphasis_keyword, miniprogram_state, lang, formid_pick, idempotency_key, send_at,
-                    status)
-                select $1, $2, $3, g.user_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued'
-                from granted g
-                returning id, seq, appid, openid, kind as "kind: CampaignKind", template_id, page,
-                          data, emphasis_keyword, miniprogram_state, lang,
-                          formid_pick as "formid_pick: FormidPick", idempotency_key, send_at,
-                          status as "status: MessageStatus", errcode, errmsg, msg_id, push_status,
-                          created_at, updated_at
-                "#,
-                id,
-                appid,
-                spec.openid,
-                c.kind as CampaignKind,
-                c.template_id,
-                c.page,
-                data,
-                c.emphasis_keyword,
-                c.miniprogram_state,
-                c.lang,
-                c.formid_pick as FormidPick,
-                spec.idempotency_key,
-                spec.send_at,
-            )
-            .fetch_optional(db)
-            .await
-        }
-    }
+    // Send now: stored only together with the user's credit (`claim_credits`, never
+    // capped: a triggered message is not held back, but takes its slot in the user's window).
+    sqlx::query_as!(
+        MessageRow,
+        r#"
+        with known as (select id from users where appid = $2 and openid = $3),
+        credit as (
+            select k.id as user_id, c.*
+            from known k,
+                 claim_credits($2, array[0::bigint], array[k.id], array[$4::text],
+                               array[$5::text], array[$11::text], false) c
+            where c.formid_id is not null or c.granted
+        )
+        insert into messages (id, appid, openid, user_id, kind, template_id, page, data,
+            emphasis_keyword, miniprogram_state, lang, formid_pick, idempotency_key, send_at,
+            status, formid_id, form_id, formids_tried, slot_at)
+        select $1, $2, $3, c.user_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+               'queued', c.formid_id, c.form_id,
+               case when c.formid_id is null then 0 else 1 end, c.slot_at
+        from credit c
+        returning id, seq, appid, openid, kind as "kind: CampaignKind", template_id, page,
+                  data, emphasis_keyword, miniprogram_state, lang,
+                  formid_pick as "formid_pick: FormidPick", idempotency_key, send_at,
+                  status as "status: MessageStatus", errcode, errmsg, msg_id, push_status,
+                  created_at, updated_at
+        "#,
+        id,
+        appid,
+        spec.openid,
+        c.kind as CampaignKind,
+        c.template_id,
+        c.page,
+        data,
+        c.emphasis_keyword,
+        c.miniprogram_state,
+        c.lang,
+        c.formid_pick as FormidPick,
+        spec.idempotency_key,
+        spec.send_at,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find(pool: &PgPool, appid: &str, id: Uuid) -> sqlx::Result<Option<MessageRow>> {
@@ -370,6 +322,8 @@ pub struct ClaimedMessage {
     pub formids_tried: i16,
     pub attempts: i16,
     pub outcome_unknown: bool,
+    /// Its slot in the user's frequency-cap window, if it holds one.
+    pub slot_at: Option<DateTime<Utc>>,
 }
 
 /// Claims up to `limit` of the app's messages due at `now` (the database's clock when
@@ -411,54 +365,42 @@ pub async fn claim_due(
             select * from ranked r
             where r.status = 'queued' or r.user_id is null or r.turn = 1
         ),
-        formid as (
-            select c.seq, f.id, f.form_id
-            from claiming c
-            join lateral (
-                select f.id, f.form_id from formids f
-                where c.status = 'scheduled' and c.kind = 'template' and f.user_id = c.user_id
-                  and f.uses_left > 0 and not f.invalid
-                  and f.expires_at > now() + interval '1 minute'
-                order by case when c.formid_pick = 'expiring_first' then f.expires_at end asc,
-                         f.created_at desc
-                limit 1
-                for update skip locked
-            ) f on true
+        -- scheduled messages claim their credit now (queued ones hold theirs)
+        fresh as (
+            select c.seq, c.user_id, c.kind, c.template_id, c.formid_pick from claiming c
+            where c.status = 'scheduled' and c.user_id is not null
         ),
-        consumed as (
-            update formids f set uses_left = f.uses_left - 1, last_used_at = now()
-            from formid c where f.id = c.id
-            returning f.id
-        ),
-        granted as (
-            update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
-            from claiming c
-            where c.status = 'scheduled' and c.kind = 'subscribe' and g.user_id = c.user_id
-              and g.template_id = c.template_id and g.remaining > 0
-            returning c.seq
+        credit as (
+            select * from claim_credits(
+                $1,
+                array(select seq from fresh order by seq),
+                array(select user_id from fresh order by seq),
+                array(select kind from fresh order by seq),
+                array(select template_id from fresh order by seq),
+                array(select formid_pick from fresh order by seq),
+                false)
         ),
         claimed as (
             update messages m set
                 status = case
                     when c.status = 'queued' then 'sending'
-                    when c.kind = 'template' and fc.id is not null then 'sending'
+                    when cr.formid_id is not null or cr.granted then 'sending'
                     when c.kind = 'template' and m.formids_tried > 0 then 'failed'
                     when c.kind = 'template' then 'no_formid'
-                    when g.seq is not null then 'sending'
                     else 'no_quota' end,
                 user_id = coalesce(m.user_id, c.user_id),
-                formid_id = coalesce(m.formid_id, fc.id),
-                form_id = coalesce(fc.form_id, m.form_id),
-                formids_tried = m.formids_tried + (case when fc.id is null then 0 else 1 end),
+                formid_id = coalesce(m.formid_id, cr.formid_id),
+                form_id = coalesce(cr.form_id, m.form_id),
+                formids_tried = m.formids_tried + (case when cr.formid_id is null then 0 else 1 end),
+                slot_at = case when c.status = 'queued' then m.slot_at else cr.slot_at end,
                 lease_until = now() + make_interval(secs => $3),
                 updated_at = now()
             from claiming c
-            left join formid fc on fc.seq = c.seq
-            left join granted g on g.seq = c.seq
+            left join credit cr on cr.key = c.seq
             where m.appid = $1 and m.seq = c.seq
             returning m.id, m.seq, m.openid, m.user_id, m.status, m.kind, m.template_id, m.page,
                       m.data, m.emphasis_keyword, m.miniprogram_state, m.lang, m.formid_id,
-                      m.form_id, m.formids_tried, m.attempts, m.outcome_unknown
+                      m.form_id, m.formids_tried, m.attempts, m.outcome_unknown, m.slot_at
         ),
         events as (
             insert into webhook_events (id, appid, type, subject_id)
@@ -471,7 +413,7 @@ pub async fn claim_due(
                status as "status!: MessageStatus", kind as "kind!: CampaignKind",
                template_id as "template_id!", page, data as "data!", emphasis_keyword,
                miniprogram_state, lang, formid_id, form_id, formids_tried as "formids_tried!",
-               attempts as "attempts!", outcome_unknown as "outcome_unknown!"
+               attempts as "attempts!", outcome_unknown as "outcome_unknown!", slot_at
         from claimed
         order by seq
         "#,
@@ -501,23 +443,13 @@ pub struct MessageOutcome {
     pub due_in_secs: f64,
 }
 
-/// Credit side effects of a batch of messages (templates differ between messages, so
-/// grants are named by user and template).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MessageEffects {
-    pub invalidate_formids: Vec<i64>,
-    pub return_formids: Vec<i64>,
-    pub return_grants: Vec<(i64, String)>,
-    pub zero_grants: Vec<(i64, String)>,
-}
-
 /// Records a sent batch: outcomes, credit effects and the webhook events of the messages
 /// that reached a final status, in one transaction.
 pub async fn record(
     pool: &PgPool,
     appid: &str,
     outcomes: &[MessageOutcome],
-    effects: &MessageEffects,
+    effects: &CreditEffects,
 ) -> sqlx::Result<()> {
     let n = outcomes.len();
     let (mut seqs, mut statuses, mut errcodes, mut errmsgs) = (
@@ -545,6 +477,7 @@ pub async fn record(
         due_in.push(o.due_in_secs);
     }
     let mut tx = pool.begin().await?;
+    super::credits::apply_effects(&mut tx, effects).await?;
     sqlx::query!(
         r#"
         with done as (
@@ -582,45 +515,6 @@ pub async fn record(
     )
     .execute(&mut *tx)
     .await?;
-    if !effects.invalidate_formids.is_empty() {
-        sqlx::query!(
-            "update formids set invalid = true where id = any($1)",
-            &effects.invalidate_formids
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !effects.return_formids.is_empty() {
-        sqlx::query!(
-            "update formids set uses_left = uses_left + 1 where id = any($1)",
-            &effects.return_formids
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    for (grants, zero) in [
-        (&effects.return_grants, false),
-        (&effects.zero_grants, true),
-    ] {
-        if grants.is_empty() {
-            continue;
-        }
-        let (users, templates): (Vec<i64>, Vec<String>) = grants.iter().cloned().unzip();
-        sqlx::query!(
-            r#"
-            update subscription_grants g set
-                remaining = case when $3 then 0 else g.remaining + t.n end, updated_at = now()
-            from (select u, tpl, count(*)::int as n
-                  from unnest($1::bigint[], $2::text[]) as x(u, tpl) group by u, tpl) t
-            where g.user_id = t.u and g.template_id = t.tpl
-            "#,
-            &users,
-            &templates,
-            zero
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await
 }
 

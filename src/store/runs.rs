@@ -1,6 +1,8 @@
 //! Campaign runs (one per firing of a schedule): starting the due ones with their
 //! deliveries, finishing them, and what a sender needs to work one.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -11,6 +13,7 @@ use crate::domain::campaign::{
     AudienceType, CampaignKind, CampaignStatus, DataPolicy, FormidPick, PauseReason, RunStatus,
     Totals,
 };
+use crate::domain::hygiene::QuietHours;
 use crate::domain::webhook::EventType;
 
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub struct RunRow {
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// While it holds its remaining deliveries for the app's quiet hours: when they end.
+    pub held_until: Option<DateTime<Utc>>,
     pub filling: bool,
     pub totals: Totals,
 }
@@ -28,11 +33,12 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
     let rows = sqlx::query!(
         r#"
         select r.id, r.scheduled_for, r.status as "status: RunStatus", r.started_at, r.finished_at,
-               r.filling, count(d.id) as "targeted!",
+               r.held_until, r.filling, count(d.id) as "targeted!",
                count(d.id) filter (where d.status = 'sent') as "sent!",
                count(d.id) filter (where d.status = 'failed') as "failed!",
                count(d.id) filter (where d.status = 'no_formid') as "no_formid!",
                count(d.id) filter (where d.status = 'no_quota') as "no_quota!",
+               count(d.id) filter (where d.status = 'capped') as "capped!",
                count(d.id) filter (where d.status in ('pending', 'sending')) as "pending!"
         from campaign_runs r left join deliveries d on d.run_id = r.id
         where r.campaign_id = $1
@@ -51,6 +57,7 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
             status: r.status,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            held_until: r.held_until,
             filling: r.filling,
             totals: Totals {
                 targeted: r.targeted,
@@ -58,6 +65,7 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
                 failed: r.failed,
                 no_formid: r.no_formid,
                 no_quota: r.no_quota,
+                capped: r.capped,
                 pending: r.pending,
             },
         })
@@ -67,7 +75,9 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
 /// Starts every run that is due: one run row per firing (unique per campaign and time, so
 /// instances racing here create it once), and the first `fill_chunk` of its pending
 /// deliveries (the sender adds the rest with `fill_next_chunk` while sending).
-/// Returns the runs started with the time each was due.
+/// A cron firing whose app is in its quiet hours at `now` (and the campaign does not ignore
+/// them) waits instead, `held_until` the window's end, when it starts. Returns the runs
+/// started with the time each was due.
 pub async fn start_due_runs(
     pool: &PgPool,
     now: DateTime<Utc>,
@@ -82,9 +92,11 @@ pub async fn start_due_runs(
                data_policy as "data_policy: DataPolicy",
                audience_type as "audience_type: AudienceType", schedule, timezone,
                status as "status: CampaignStatus", pause_reason as "pause_reason: PauseReason",
-               resume_at, next_run_at, last_error, created_at, updated_at
+               resume_at, next_run_at, last_error, ignore_quiet_hours, held_until, created_at,
+               updated_at
         from campaigns
         where status in ('scheduled', 'running') and next_run_at <= $1
+          and (held_until is null or held_until <= $1)
         order by next_run_at
         limit 20
         for update skip locked
@@ -93,17 +105,39 @@ pub async fn start_due_runs(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let quiet = if due.is_empty() {
+        HashMap::new()
+    } else {
+        let appids: Vec<&str> = due.iter().map(|c| c.appid.as_str()).collect();
+        quiet_hours_of(&mut tx, &appids).await?
+    };
     let mut started = Vec::new();
     for campaign in due {
         let Some(scheduled_for) = campaign.next_run_at else {
             continue;
         };
+        let schedule = stored_schedule(&campaign)?;
+        if schedule.is_recurring() && !campaign.ignore_quiet_hours {
+            let hold = quiet.get(&campaign.appid).and_then(|q| q.holds_until(now));
+            if let Some(until) = hold {
+                sqlx::query!(
+                    "update campaigns set held_until = $2, updated_at = now() where id = $1",
+                    campaign.id,
+                    until
+                )
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            }
+        }
         if let Some(run_id) = start_run(&mut tx, &campaign, scheduled_for, fill_chunk).await? {
             started.push((run_id, scheduled_for));
         }
-        let next = stored_schedule(&campaign)?.next_after(scheduled_for.max(now));
+        // Firings missed meanwhile (quiet hours, no instance up) collapse into this run.
+        let next = schedule.next_after(scheduled_for.max(now));
         sqlx::query!(
-            r#"update campaigns set status = 'running', next_run_at = $2, updated_at = now()
+            r#"update campaigns set status = 'running', next_run_at = $2, held_until = null,
+                   updated_at = now()
                where id = $1"#,
             campaign.id,
             next
@@ -113,6 +147,34 @@ pub async fn start_due_runs(
     }
     tx.commit().await?;
     Ok(started)
+}
+
+/// The quiet hours of those of `appids` that have them.
+async fn quiet_hours_of(
+    tx: &mut Transaction<'_, Postgres>,
+    appids: &[&str],
+) -> sqlx::Result<HashMap<String, QuietHours>> {
+    let rows = sqlx::query!(
+        r#"
+        select appid, quiet_start as "start!", quiet_end as "end!", quiet_timezone as "zone!"
+        from apps where appid = any($1) and quiet_start is not null
+        "#,
+        appids as &[&str]
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let timezone = r.zone.parse().ok()?;
+            let hours = QuietHours {
+                start: r.start,
+                end: r.end,
+                timezone,
+            };
+            Some((r.appid, hours))
+        })
+        .collect())
 }
 
 async fn start_run(
@@ -292,6 +354,9 @@ pub struct ActiveRun {
     pub formid_pick: FormidPick,
     pub data_policy: DataPolicy,
     pub timezone: String,
+    pub ignore_quiet_hours: bool,
+    /// Set while the sender holds the run for the app's quiet hours.
+    pub held_until: Option<DateTime<Utc>>,
     /// Audience users are still being added (`fill_next_chunk`).
     pub filling: bool,
 }
@@ -303,7 +368,8 @@ pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveR
         select r.id as run_id, r.campaign_id, c.kind as "kind: CampaignKind", c.template_id,
                c.page, c.data, c.emphasis_keyword, c.miniprogram_state, c.lang,
                c.formid_pick as "formid_pick: FormidPick",
-               c.data_policy as "data_policy: DataPolicy", c.timezone, r.filling
+               c.data_policy as "data_policy: DataPolicy", c.timezone, c.ignore_quiet_hours,
+               r.held_until, r.filling
         from campaign_runs r join campaigns c on c.id = r.campaign_id
         where r.appid = $1 and r.status = 'running' and c.status = 'running'
         order by r.started_at, r.id
@@ -312,6 +378,23 @@ pub async fn active_runs(pool: &PgPool, appid: &str) -> sqlx::Result<Vec<ActiveR
     )
     .fetch_all(pool)
     .await
+}
+
+/// Marks the run as holding for the app's quiet hours until `until`, or (`None`) as
+/// sending again.
+pub async fn set_hold(
+    pool: &PgPool,
+    run_id: Uuid,
+    until: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update campaign_runs set held_until = $2 where id = $1 and status = 'running'",
+        run_id,
+        until
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Apps with work to do right now.

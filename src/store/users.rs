@@ -68,3 +68,21 @@ pub async fn upsert_many(
     }
     Ok(found)
 }
+
+/// Up to `limit` users of `appid` with ids above `after`, in id order: (id, openid).
+pub async fn page(
+    pool: &PgPool,
+    appid: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query!(
+        "select id, openid from users where appid = $1 and id > $2 order by id limit $3",
+        appid,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.openid)).collect())
+}

@@ -81,7 +81,7 @@ async fn a_cron_campaign_shows_its_next_run_and_obeys_pause_resume_cancel(
     );
     assert_eq!(
         c["totals"],
-        json!({"targeted": 0, "sent": 0, "failed": 0, "no_formid": 0, "no_quota": 0, "pending": 0})
+        json!({"targeted": 0, "sent": 0, "failed": 0, "no_formid": 0, "no_quota": 0, "capped": 0, "pending": 0})
     );
     let id = c["id"].as_str().unwrap();
     assert_eq!(app.campaign_action(id, "resume").await.status(), 409);

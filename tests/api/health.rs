@@ -158,6 +158,8 @@ async fn openapi_describes_every_endpoint_and_has_a_docs_page(
         ("/v1/campaigns/{id}/cancel", "post"),
         ("/v1/campaigns/{id}/runs", "get"),
         ("/v1/campaigns/{id}/deliveries", "get"),
+        ("/v1/campaigns:preview", "post"),
+        ("/v1/campaigns/{id}/test", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -12,6 +12,7 @@ mod delivery;
 mod formids;
 mod health;
 mod hostile;
+mod hygiene;
 mod keys;
 mod messages;
 mod multi_instance;

@@ -4,7 +4,7 @@
 //! - (e) this machine's Postgres limit: `pgbench` running a single-row formId INSERT and a
 //!   single-user claim UPDATE against the real schema (migrated from `migrations/`);
 //! - (c) claim-and-consume: the production claim SQL
-//!   (`store::deliveries::claim_template_batch`) from N concurrent tasks over a run of
+//!   (`store::deliveries::claim_batch`) from N concurrent tasks over a run of
 //!   `--users` users holding 5 formIds each;
 //! - (a) client formId ingestion through the release `formpush serve` binary: 64 concurrent
 //!   keep-alive connections, one formId per request;
@@ -16,6 +16,9 @@
 //!   WeChat accepting the message, on an idle app and while a `--users` campaign sends;
 //! - (templates) a `--users` subscribe campaign on a synced template (every user's data
 //!   checked) against the same campaign unchecked: sends/s and their ratio;
+//! - (cap) a `--users` subscribe campaign on an app with a frequency cap (every user's
+//!   window checked and a slot taken, no one held back) against the same campaign on an app
+//!   without one: sends/s and their ratio;
 //! - (soak, only with `--phases soak`) ten minutes of paced ingestion and a campaign every
 //!   30 s at half those rates, with the service's memory, file descriptors, Postgres
 //!   connections and ingestion latency sampled every 10 s: flat or growing;
@@ -59,7 +62,7 @@ use report::{Report, Row, Verdict};
 /// The secret of every benchmark app, in the database and in the fake WeChat alike.
 const SECRET: &str = "bench-secret";
 /// Every `--phases` name.
-const KNOWN_PHASES: [&str; 10] = [
+const KNOWN_PHASES: [&str; 11] = [
     "pgbench",
     "claim",
     "ingest",
@@ -67,6 +70,7 @@ const KNOWN_PHASES: [&str; 10] = [
     "campaign",
     "trigger",
     "templates",
+    "cap",
     "soak",
     "million",
     "pool",
@@ -95,12 +99,12 @@ struct Args {
     #[arg(long, env = "PG_URL_BASE")]
     pg_url_base: String,
     /// Phases to run, comma-separated: pgbench (the Postgres baseline, (e)), claim, ingest,
-    /// import, campaign, trigger, templates, soak, million, pool (the last three are minutes
-    /// long and never in the default list: `--phases soak`, `--phases million,pool`).
+    /// import, campaign, trigger, templates, cap, soak, million, pool (the last three are
+    /// minutes long and never in the default list: `--phases soak`, `--phases million,pool`).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "pgbench,claim,ingest,import,campaign,trigger,templates"
+        default_value = "pgbench,claim,ingest,import,campaign,trigger,templates,cap"
     )]
     phases: Vec<String>,
     /// Measured seconds of formId ingestion (after a warm-up) [default: 20; quick: 2].
@@ -127,7 +131,7 @@ struct Args {
     /// app's campaign to every user.
     #[arg(long, default_value_t = 4)]
     claim_tasks: usize,
-    /// Deliveries per claim_template_batch call (the service claims FORMPUSH_SEND_CONCURRENCY,
+    /// Deliveries per claim_batch call (the service claims FORMPUSH_SEND_CONCURRENCY,
     /// default 256).
     #[arg(long, default_value_t = 256)]
     claim_batch: i64,
@@ -172,6 +176,10 @@ struct Args {
     /// CPU-bound, so the cost of the checks shows).
     #[arg(long, default_value_t = 0)]
     templates_latency_ms: u64,
+    /// Cap: fake WeChat latency in milliseconds for both campaigns (0: the sends are
+    /// CPU-bound, so the cost of the cap shows).
+    #[arg(long, default_value_t = 0)]
+    cap_latency_ms: u64,
     /// Keep the benchmark databases and the service logs afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
@@ -342,6 +350,10 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     if args.runs("templates") {
         let outcome = phases::templates::run(&args, &plan, report).await;
         report.error_if_failed("templates", "subscribe template checks", outcome);
+    }
+    if args.runs("cap") {
+        let outcome = phases::cap::run(&args, &plan, report).await;
+        report.error_if_failed("cap", "frequency cap", outcome);
     }
     // Never in the default list: minutes long.
     if args.runs("soak") {

@@ -1,8 +1,14 @@
-//! The campaign admin API: create, list, read, pause / resume / cancel, runs, deliveries.
+//! The campaign admin API: create (and preview), list, read, pause / resume / cancel, test
+//! sends, runs, deliveries.
 
+pub mod hygiene;
 pub mod timeline;
 mod views;
 
+pub use hygiene::{
+    preview, test_send, Preview, PreviewProblem, PreviewSample, TestSendAnswer, TestSendRequest,
+    TestSendResult, TestSendStatus,
+};
 pub use views::{
     AudienceView, CampaignList, CampaignView, DeliveryPage, DeliveryView, ErrCode, RunList, RunView,
 };
@@ -17,6 +23,7 @@ use crate::api::state::AppState;
 use crate::domain::api_key::Scope;
 use crate::domain::campaign::{CampaignKind, CampaignRequest, CampaignSpec};
 use crate::domain::delivery::ShownDeliveryStatus;
+use crate::domain::template::DataRules;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::campaigns::{self as store, CampaignRow, CreateError, Transition};
 use crate::store::{deliveries, runs, templates};
@@ -24,7 +31,10 @@ use crate::store::{deliveries, runs, templates};
 /// One campaign with its totals.
 async fn render_one(state: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError> {
     let totals = store::totals(&state.pool, row.id).await?;
-    Ok(CampaignView::new(row, totals)?)
+    let hold = store::run_holds_of(&state.pool, &[row.id])
+        .await?
+        .remove(&row.id);
+    Ok(CampaignView::new(row, totals, hold)?)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -57,21 +67,36 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let spec =
         CampaignSpec::parse(body.into_inner()).map_err(|e| ApiError::invalid(e.code, e.message))?;
-    // A synced template knows its keywords and their rules; one never synced is not checked.
-    if spec.kind == CampaignKind::Subscribe {
-        if let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await?
-        {
-            template
-                .check_data(&spec.data, spec.data_policy)
-                .map_err(|e| ApiError::invalid(e.code, e.message))?;
-        }
-    }
+    checked_rules(&state, &spec).await?;
     let row = match store::create(&state.pool, &spec, Utc::now()).await {
         Ok(row) => row,
         Err(CreateError::UnknownApp) => return Err(ApiError::unknown_app(&spec.appid)),
         Err(CreateError::Db(e)) => return Err(e.into()),
     };
     Ok(HttpResponse::Created().json(render_one(&state, row).await?))
+}
+
+/// A subscribe campaign on a synced template: its data checked against the template's
+/// keywords and rules (`422 invalid_data`), and the rules each user's rendered data will be
+/// held to. A template never synced is not checked.
+async fn checked_rules(
+    state: &AppState,
+    spec: &CampaignSpec,
+) -> Result<Option<DataRules>, ApiError> {
+    if spec.kind != CampaignKind::Subscribe {
+        return Ok(None);
+    }
+    let Some(template) = templates::find(&state.pool, &spec.appid, &spec.template_id).await? else {
+        return Ok(None);
+    };
+    template
+        .check_data(&spec.data, spec.data_policy)
+        .map_err(|e| ApiError::invalid(e.code, e.message))?;
+    Ok(Some(DataRules::new(
+        &template,
+        &spec.data,
+        spec.data_policy,
+    )))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -113,11 +138,13 @@ pub async fn list(
     let rows = store::list(&state.pool, appid, limit).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut totals = store::totals_of(&state.pool, &ids).await?;
+    let mut holds = store::run_holds_of(&state.pool, &ids).await?;
     let items = rows
         .into_iter()
         .map(|row| {
             let row_totals = totals.remove(&row.id).unwrap_or_default();
-            CampaignView::new(row, row_totals)
+            let hold = holds.remove(&row.id);
+            CampaignView::new(row, row_totals, hold)
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(HttpResponse::Ok().json(CampaignList { items }))
@@ -248,7 +275,7 @@ pub async fn deliveries(
         Some(word) => Some(ShownDeliveryStatus::parse(word).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_status",
-                "status must be sent, failed, no_formid, no_quota or pending",
+                "status must be sent, failed, no_formid, no_quota, capped or pending",
             )
         })?),
     };

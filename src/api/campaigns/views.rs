@@ -47,6 +47,11 @@ pub struct CampaignView {
     pub schedule: ScheduleSpec,
     pub timezone: String,
     pub next_run_at: Option<DateTime<Utc>>,
+    /// sends even inside the app's quiet hours
+    pub ignore_quiet_hours: bool,
+    /// while a run holds its remaining deliveries for the app's quiet hours, or a cron
+    /// firing waits for them to end: when sending resumes; null otherwise
+    pub held_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub totals: Totals,
@@ -69,8 +74,13 @@ pub struct AudienceView {
 }
 
 impl CampaignView {
-    /// Fails only if a stored document (schedule, last error) is not what formpush writes.
-    pub fn new(row: CampaignRow, totals: Totals) -> anyhow::Result<Self> {
+    /// `run_hold`: when the earliest of its runs holding for quiet hours resumes. Fails
+    /// only if a stored document (schedule, last error) is not what formpush writes.
+    pub fn new(
+        row: CampaignRow,
+        totals: Totals,
+        run_hold: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Self> {
         let schedule = serde_json::from_value(row.schedule)
             .with_context(|| format!("campaign {}: stored schedule", row.id))?;
         let last_error = row
@@ -78,7 +88,19 @@ impl CampaignView {
             .map(serde_json::from_value)
             .transpose()
             .with_context(|| format!("campaign {}: stored last_error", row.id))?;
+        // A hold whose end has passed is over (the sender or the tick clears it shortly).
+        let now = Utc::now();
+        let held_until = match row.status {
+            CampaignStatus::Running | CampaignStatus::Scheduled => [run_hold, row.held_until]
+                .into_iter()
+                .flatten()
+                .filter(|until| *until > now)
+                .min(),
+            _ => None,
+        };
         Ok(Self {
+            held_until,
+            ignore_quiet_hours: row.ignore_quiet_hours,
             formid_pick: (row.kind == CampaignKind::Template).then_some(row.formid_pick),
             data_policy: (row.kind == CampaignKind::Subscribe).then_some(row.data_policy),
             audience: AudienceView {
@@ -121,6 +143,9 @@ pub struct RunView {
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// while the run holds its remaining deliveries for the app's quiet hours: when they
+    /// end and it sends again; null otherwise
+    pub held_until: Option<DateTime<Utc>>,
     /// Its deliveries are still being created, a chunk at a time while it sends:
     /// `totals.targeted` grows until this is `false`.
     pub filling: bool,
@@ -130,6 +155,9 @@ pub struct RunView {
 impl From<RunRow> for RunView {
     fn from(r: RunRow) -> Self {
         Self {
+            held_until: r
+                .held_until
+                .filter(|until| r.status == RunStatus::Running && *until > Utc::now()),
             id: r.id,
             scheduled_for: r.scheduled_for,
             status: r.status,

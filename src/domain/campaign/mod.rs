@@ -117,6 +117,9 @@ pub struct CampaignRequest {
     /// `{"type":"now"}`, `{"type":"at","at":RFC 3339}` or `{"type":"cron","cron":"0 30 9 * * *","timezone":"Asia/Shanghai"}`
     #[schema(value_type = ScheduleSpec)]
     pub schedule: Value,
+    /// send even inside the app's quiet hours (default false)
+    #[serde(default)]
+    pub ignore_quiet_hours: Option<bool>,
 }
 
 /// A campaign that can be stored and sent.
@@ -135,6 +138,7 @@ pub struct CampaignSpec {
     pub data_policy: DataPolicy,
     pub audience: Audience,
     pub schedule: Schedule,
+    pub ignore_quiet_hours: bool,
 }
 
 /// What a message says and how it is sent: the part a campaign and a triggered message
@@ -318,6 +322,7 @@ impl CampaignSpec {
             data_policy,
             audience,
             schedule,
+            ignore_quiet_hours: req.ignore_quiet_hours.unwrap_or(false),
         })
     }
 }
@@ -571,6 +576,26 @@ mod tests {
         ]}})))
         .unwrap_err();
         assert_eq!(err.code, "unknown_placeholder");
+    }
+
+    #[test]
+    fn cron_firings_fall_on_whole_seconds() {
+        let spec = CampaignSpec::parse(request(json!({"schedule":
+            {"type": "cron", "cron": "0 0 3 * * *", "timezone": "Asia/Shanghai"}})))
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(975);
+        assert_eq!(
+            spec.schedule.first_run(now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap())
+        );
+        // A firing itself is not its own next one.
+        let firing = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
+        assert_eq!(
+            spec.schedule
+                .next_after(firing + chrono::Duration::milliseconds(400)),
+            Some(firing + chrono::Duration::days(1))
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! When a campaign fires: now, at a time, or on a cron schedule in a time zone.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::{
     parser::{CronParser, Seconds, Year},
@@ -78,9 +78,11 @@ impl Schedule {
         }
     }
 
-    /// The next firing strictly after `after` (cron only).
+    /// The next firing strictly after `after` (cron only), on a whole second.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let cron = self.cron.as_ref()?;
+        // croner carries the fraction of a second it starts from into the firing it finds.
+        let after = after.with_nanosecond(0).unwrap_or(after);
         cron.find_next_occurrence(&after.with_timezone(&self.timezone), false)
             .ok()
             .map(|t| t.with_timezone(&Utc))

@@ -139,6 +139,8 @@ pub struct Totals {
     pub no_formid: i64,
     /// Subscribe campaigns: the user held no grant for the template.
     pub no_quota: i64,
+    /// The app's frequency cap held the user back: nothing sent, no credit spent.
+    pub capped: i64,
     /// Not final yet (waiting, in flight, or waiting for a retry).
     pub pending: i64,
 }

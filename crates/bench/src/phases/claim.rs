@@ -1,13 +1,14 @@
 //! (c) phase `claim`: claim-and-consume with the production SQL. `--users` users × 5
 //! formIds seeded in SQL over `--claim-tasks` apps, each with a running campaign run and a
 //! pending delivery per user; then one task per app loops
-//! `formpush::store::deliveries::claim_template_batch` with a cursor until nothing is left.
+//! `formpush::store::deliveries::claim_batch` with a cursor until nothing is left.
 //! claims/s = deliveries moved to `sending` with a consumed formId ÷ wall time.
 
 use std::time::Instant;
 
-use formpush::domain::campaign::FormidPick;
+use formpush::domain::campaign::{CampaignKind, FormidPick};
 use formpush::domain::delivery::DeliveryStatus;
+use formpush::store::deliveries::{claim_batch, RunClaim};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -59,7 +60,8 @@ pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Resul
     let started = Instant::now();
     let handles: Vec<_> = runs
         .into_iter()
-        .map(|run_id| tokio::spawn(sender(pool.clone(), run_id, limit, max_calls)))
+        .zip(appids.clone())
+        .map(|(run_id, appid)| tokio::spawn(sender(pool.clone(), appid, run_id, limit, max_calls)))
         .collect();
     let mut total = Claimed::default();
     for h in handles {
@@ -86,7 +88,7 @@ pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Resul
         Row::info(
             "c",
             format!(
-                "claim-and-consume, claim_template_batch ({senders} senders x {})",
+                "claim-and-consume, claim_batch ({senders} senders x {})",
                 args.claim_batch
             ),
             format!(
@@ -110,23 +112,24 @@ pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Resul
 /// One app's sender: claims `limit` deliveries of its run at a time until none is left.
 async fn sender(
     pool: PgPool,
+    appid: String,
     run_id: Uuid,
     limit: i64,
     max_calls: i64,
 ) -> Result<Claimed, sqlx::Error> {
+    let claim = RunClaim {
+        appid: &appid,
+        run_id,
+        kind: CampaignKind::Template,
+        template_id: crate::TEMPLATE,
+        formid_pick: FormidPick::Freshest,
+        lease_secs: 120.0,
+    };
     let mut claimed = Claimed::default();
     // Like the service's sender: a cursor over delivery ids (see Pipeline::work_app).
     let mut after = 0i64;
     for _ in 0..max_calls {
-        let batch = formpush::store::deliveries::claim_template_batch(
-            &pool,
-            run_id,
-            limit,
-            FormidPick::Freshest,
-            120.0,
-            after,
-        )
-        .await?;
+        let batch = claim_batch(&pool, &claim, limit, after).await?;
         claimed.calls += 1;
         if batch.is_empty() {
             break;

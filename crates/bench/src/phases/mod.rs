@@ -1,9 +1,10 @@
 //! The measured phases, one module each, named as `--phases` names them (`baseline` is
 //! phase `pgbench`); `served` runs the three that need the service and adds the memory row;
-//! `trigger` and `templates` start their own service (and database) each.
+//! `trigger`, `templates` and `cap` start their own service (and database) each.
 
 pub mod baseline;
 pub mod campaign;
+pub mod cap;
 pub mod claim;
 pub mod import;
 pub mod ingest;
