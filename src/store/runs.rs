@@ -293,6 +293,19 @@ async fn fill_locked(
     Ok(filled.added as u64)
 }
 
+/// Whether the run and its campaign are both still `running` (not paused, cancelled,
+/// failed or finished meanwhile).
+pub async fn still_sending(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from campaign_runs r join campaigns c on c.id = r.campaign_id
+                          where r.id = $1 and r.status = 'running' and c.status = 'running')
+           as "sending!""#,
+        run_id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Closes the run if every delivery is final, and the campaign if no run is left.
 pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
