@@ -1032,6 +1032,12 @@ step('the campaign page says the run holds for quiet hours and when it resumes; 
   const after = await ok('GET', `${api}/v1/campaigns/${heldCampaignId}`, { token: ADMIN_TOKEN });
   assert.equal(after.totals.sent, 0, 'a test is outside the totals');
   await page.screenshot({ path: shot('en-campaign-held-test'), fullPage: true });
+  // The dashboard says so too, beside the campaign's status.
+  await byId('nav-dashboard').click();
+  const listed = page.locator(`[data-testid="campaign-row"][data-id="${heldCampaignId}"]`);
+  await expectText(listed.getByTestId('campaign-held'), new RegExp(`^holding for quiet hours until .*${QUIET.end}:00 Asia/Tokyo$`));
+  await listed.getByTestId('campaign-link').click();
+  await byId('ts-form').waitFor();
 
   // Too many users is caught in the page; the same user twice by the server.
   await byId('ts-openids').fill(Array.from({ length: 11 }, (_, i) => `h-${i}`).join('\n'));

@@ -951,7 +951,8 @@
       cell(c.appid, { class: 'mono' }),
       el('td', null, word('kind.', c.kind)),
       el('td', null, badge(c.status, 'campaign-status'), c.held_until
-        ? el('div', { class: 'muted small', 'data-testid': 'campaign-held' }, T('dash.held', { time: timeNode(c.held_until, zone) }))
+        ? el('div', { class: 'muted small', 'data-testid': 'campaign-held' }, T('dash.held', { time: timeNode(c.held_until, zone) }),
+          oneZone ? null : [' ', data(zone, 'span')])
         : null),
       el('td', null, scheduleText(c)),
       el('td', null, miniProgress(tot), T('dash.progress', { sent: tot.sent ?? 0, targeted: tot.targeted ?? 0 })),
