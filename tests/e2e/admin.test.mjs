@@ -4,7 +4,9 @@
 // ports against a fresh database on the server named by PG_URL_BASE, seeds users and
 // formIds through formpush's own admin API, then signs in to the console with
 // playwright-core driving Debian's /usr/bin/chromium and works through it as an admin
-// would: in English, then every view again in Simplified Chinese, checking that each
+// would (send hygiene included: a third app gets a frequency cap and quiet hours that hold
+// a campaign's run, campaigns are previewed before creation, tested on a few users, and
+// capped): in English, then every view again in Simplified Chinese, checking that each
 // visible text comes from the language's message catalogue, on a desktop and on a
 // phone-sized screen (390 px), with screenshots. Run it with scripts/e2e (builds, installs
 // what is missing, sets PG_URL_BASE and the screenshot directory, and prints it).
