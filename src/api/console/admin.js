@@ -17,7 +17,11 @@
   const FINAL = ['completed', 'failed', 'cancelled'];
   const STATS = ['users', 'users_with_valid_formid', 'valid_formids', 'expiring_within_24h',
     'consumed', 'invalid', 'subscription_grants'];
-  const TOTALS = ['targeted', 'sent', 'failed', 'no_formid', 'no_quota', 'pending'];
+  const TOTALS = ['targeted', 'sent', 'failed', 'no_formid', 'no_quota', 'capped', 'pending'];
+  // The outcomes a progress bar shows, in its order (pending is the bar's background).
+  const OUTCOMES = ['sent', 'failed', 'no_formid', 'no_quota', 'capped'];
+  // A test send names at most this many users (POST /v1/campaigns/{id}/test).
+  const MAX_TEST_USERS = 10;
   // The timeline of a running campaign is read again at most this often (it reads every
   // delivery of the campaign; the totals above it refresh every second).
   const TIMELINE_EVERY_MS = 10_000;
@@ -243,12 +247,13 @@
     return (parts.find((p) => p.type === 'timeZoneName') || {}).value || '';
   }
 
-  // The zone an app's times are shown in: the app's own (its quiet hours' zone, when the
-  // API gives one), else the browser's.
+  const appOf = (appid) => apps.find((x) => x.appid === appid) || null;
+
+  // The zone an app's times are shown in: the app's own (the time zone of its quiet hours,
+  // the only zone GET /v1/apps gives), else the browser's.
   function zoneOf(appid) {
-    const a = apps.find((x) => x.appid === appid);
-    const own = a && (a.timezone || (a.quiet_hours && a.quiet_hours.timezone));
-    return own || browserZone();
+    const a = appOf(appid);
+    return (a && a.quiet_hours && a.quiet_hours.timezone) || browserZone();
   }
 
   function zoneNote(node, zone, key = 'zone.note') {
@@ -422,9 +427,8 @@
   function setProgress(bar, totals) {
     const tot = totals || {};
     const targeted = Number(tot.targeted) || 0;
-    const done = ['sent', 'failed', 'no_formid', 'no_quota']
-      .reduce((sum, k) => sum + (Number(tot[k]) || 0), 0);
-    for (const k of ['sent', 'failed', 'no_formid', 'no_quota']) {
+    const done = OUTCOMES.reduce((sum, k) => sum + (Number(tot[k]) || 0), 0);
+    for (const k of OUTCOMES) {
       const seg = bar.querySelector('.seg.' + k);
       const pct = targeted ? (100 * (Number(tot[k]) || 0)) / targeted : 0;
       if (seg) seg.style.width = pct.toFixed(2) + '%';
@@ -436,7 +440,7 @@
 
   function miniProgress(totals) {
     const bar = el('span', { class: 'mini progress' },
-      ['sent', 'failed', 'no_formid', 'no_quota'].map((k) => el('span', { class: 'seg ' + k })));
+      OUTCOMES.map((k) => el('span', { class: 'seg ' + k })));
     setProgress(bar, totals);
     return bar;
   }
@@ -777,9 +781,15 @@
     picked = null;
     // Leave nothing of the signed-in session in the page.
     for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview',
-      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows']) {
+      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows', 'pv-samples',
+      'pv-problems-body', 'ts-body']) {
       $(id).replaceChildren();
     }
+    lastPreview = null;
+    $('pv').hidden = true;
+    testSend.id = null;
+    testSend.results = null;
+    $('ts-openids').value = '';
     for (const id of CHARTS) Charts.clear($(id));
     closeKeyDialog();
     $('campaign-form').reset();
@@ -940,7 +950,10 @@
       el('td', null, el('a', { href, 'data-testid': 'campaign-link', translate: 'no' }, c.name)),
       cell(c.appid, { class: 'mono' }),
       el('td', null, word('kind.', c.kind)),
-      el('td', null, badge(c.status, 'campaign-status')),
+      el('td', null, badge(c.status, 'campaign-status'), c.held_until
+        ? el('div', { class: 'muted small', 'data-testid': 'campaign-held' }, T('dash.held', { time: timeNode(c.held_until, zone) }),
+          oneZone ? null : [' ', data(zone, 'span')])
+        : null),
       el('td', null, scheduleText(c)),
       el('td', null, miniProgress(tot), T('dash.progress', { sent: tot.sent ?? 0, targeted: tot.targeted ?? 0 })),
       el('td', null, created, oneZone ? null : [' ', data(zone, 'span')]));
@@ -991,6 +1004,8 @@
     if (gen !== view.gen) return;
     fillAppSelects();
     if (appid && apps.some((a) => a.appid === appid)) $('cf-appid').value = appid;
+    showQuietNote();
+    if (lastPreview) renderPreview();
     $('cf-name').focus();
     await loadTemplates(gen);
   }
@@ -1182,6 +1197,7 @@
   });
   $('cf-appid').addEventListener('change', () => {
     picked = null;
+    showQuietNote();
     loadTemplates(view.gen);
   });
   for (const id of ['cf-data-policy', 'cf-timezone', 'cf-openids']) {
@@ -1337,6 +1353,7 @@
     }
     body.audience = buildAudience();
     body.schedule = buildSchedule();
+    if ($('cf-ignore-quiet').checked) body.ignore_quiet_hours = true;
     return body;
   }
 
@@ -1355,6 +1372,8 @@
     try {
       const c = await api('POST', '/v1/campaigns', body);
       form.reset();
+      lastPreview = null;
+      $('pv').hidden = true;
       csvAudience = null;
       renderCsvPreview(null);
       pickTemplate(null);
@@ -1364,6 +1383,120 @@
       showError($('cf-error'), e);
     } finally {
       button.disabled = false;
+    }
+  });
+
+  // ---------- the campaign form's preview (POST /v1/campaigns:preview) ----------
+
+  // The preview on show: the server's answer, the body it was asked for, the synced
+  // template then picked, and whether the form changed since. Drawn again in another
+  // language.
+  let lastPreview = null;
+
+  // An app's quiet hours as "22:00–08:00 (Asia/Shanghai)".
+  const quietText = (q) => T('hy.quiet_window', { start: q.start, end: q.end, zone: q.timezone });
+
+  function showQuietNote() {
+    const a = appOf($('cf-appid').value);
+    const q = a && a.quiet_hours;
+    $('cf-quiet-note').replaceChildren(q ? tn('cf.quiet_note', { window: quietText(q) }) : tn('cf.quiet_none'));
+  }
+
+  // Whether the first run was moved to the end of the app's quiet hours: it starts exactly
+  // when they end (the API gives no other sign of it).
+  function movedByQuietHours(firstRunAt, body) {
+    const q = (appOf(body.appid) || {}).quiet_hours;
+    if (!q || body.ignore_quiet_hours || !firstRunAt) return false;
+    const local = localParts(new Date(firstRunAt), q.timezone);
+    return `${local.hour}:${local.minute}:${local.second}` === `${q.end}:00`;
+  }
+
+  function sampleCard(sample, body, tpl) {
+    const label = (key) => {
+      const k = tpl && tpl.keywords.find((x) => x.key === key);
+      return (k && k.label) || key;
+    };
+    // The keywords in the order of the form (the template's), not the answer's.
+    const rendered = sample.data || {};
+    const keys = [...new Set([...Object.keys(body.data || {}), ...Object.keys(rendered)])]
+      .filter((key) => key in rendered);
+    return el('article', { class: 'wx-card', 'data-testid': 'pv-sample', 'data-openid': sample.openid },
+      el('header', { class: 'wx-card-app' }, el('span', { class: 'wx-card-icon', 'aria-hidden': 'true' }),
+        data(body.appid, 'span')),
+      el('p', { class: 'sample-for' }, T('pv.sample_for', { openid: sample.openid })),
+      el('h3', { translate: 'no' }, tpl ? tpl.title : body.template_id),
+      el('dl', { class: 'wx-card-rows' }, keys.map((key) => {
+        const entry = rendered[key];
+        return el('div', { 'data-testid': 'pv-sample-row', 'data-key': key },
+          el('dt', { translate: 'no' }, label(key)),
+          el('dd', { translate: 'no', 'data-testid': 'pv-sample-value' },
+            entry && typeof entry.value === 'string' ? entry.value : JSON.stringify(entry)));
+      })),
+      el('footer', { class: 'wx-card-foot' }, el('span', null, T('preview.open')), el('span', { 'aria-hidden': 'true' }, '›')));
+  }
+
+  function renderPreview() {
+    const { answer: p, body, tpl, stale } = lastPreview;
+    const zone = zoneOf(body.appid);
+    $('pv').hidden = false;
+    $('pv-stale').hidden = !stale;
+    $('pv-first-run').replaceChildren(p.first_run_at
+      ? tn(movedByQuietHours(p.first_run_at, body) ? 'pv.first_run_quiet' : 'pv.first_run',
+        { time: timeNode(p.first_run_at, zone), zone })
+      : tn('pv.never'));
+    const willSend = Math.max(0, p.reachable - p.capped);
+    const numbers = { audience: p.audience, reachable: p.reachable, no_credit: p.no_credit, capped: p.capped };
+    for (const [k, n] of Object.entries(numbers)) $('pv-' + k).replaceChildren(intl('span', fmtNum(n)));
+    $('pv-will-send').replaceChildren(intl('span', fmtNum(willSend)));
+    const width = (n) => (p.audience ? (100 * n) / p.audience : 0).toFixed(2) + '%';
+    const bar = $('pv-bar');
+    bar.querySelector('.seg.sent').style.width = width(willSend);
+    bar.querySelector('.seg.capped').style.width = width(p.capped);
+    bar.querySelector('.seg.no_formid').style.width = width(p.no_credit);
+    $('pv-samples').replaceChildren(...p.samples.map((sm) => sampleCard(sm, body, tpl)));
+    $('pv-no-samples').hidden = p.samples.length > 0;
+    $('pv-problems-body').replaceChildren(...p.problems.map((pr) => el('tr', { 'data-testid': 'pv-problem', 'data-openid': pr.openid },
+      cell(pr.openid, { class: 'mono', 'data-testid': 'pv-problem-openid' }),
+      el('td', { class: 'wrap' }, T('pv.problem', { what: errcodeName(pr.error) || pr.error, message: pr.message })))));
+    $('pv-problems-wrap').hidden = p.problems.length === 0;
+    $('pv-no-problems').hidden = p.problems.length > 0;
+  }
+
+  // Any change to the form after a preview: the preview no longer says what it would do.
+  function previewStale() {
+    if (!lastPreview || lastPreview.stale) return;
+    lastPreview.stale = true;
+    $('pv-stale').hidden = false;
+  }
+  form.addEventListener('input', previewStale);
+  form.addEventListener('change', previewStale);
+
+  $('cf-preview-run').addEventListener('click', async () => {
+    showError($('cf-error'), null);
+    let body;
+    try {
+      body = buildCampaign();
+    } catch (e) {
+      showError($('cf-error'), e);
+      return;
+    }
+    const gen = view.gen;
+    const button = $('cf-preview-run');
+    button.disabled = true;
+    $('pv-busy').replaceChildren(tn('pv.busy'));
+    const tpl = body.kind === 'subscribe' && picked ? picked : null;
+    try {
+      const answer = await api('POST', '/v1/campaigns:preview', body);
+      if (gen !== view.gen) return;
+      lastPreview = { answer, body, tpl, stale: false };
+      renderPreview();
+    } catch (e) {
+      if (gen !== view.gen) return;
+      previewStale();
+      showError($('cf-error'), e);
+    } finally {
+      button.disabled = false;
+      $('pv-busy').replaceChildren();
     }
   });
 
@@ -1519,7 +1652,7 @@
     const gen = show('campaign');
     current = null;
     for (const k of ['cv-name', 'cv-id', 'cv-app', 'cv-kind', 'cv-template', 'cv-status',
-      'cv-schedule', 'cv-next-run', 'cv-created', 'cv-pause-reason', 'cv-live', 'cv-zone',
+      'cv-schedule', 'cv-next-run', 'cv-created', 'cv-pause-reason', 'cv-quiet', 'cv-live', 'cv-zone',
       'chart-timeline-note']) $(k).replaceChildren();
     Charts.clear($('chart-timeline'));
     Charts.clear($('chart-outcomes'));
@@ -1530,6 +1663,15 @@
     $('deliveries-body').replaceChildren();
     $('deliveries-more').hidden = true;
     deliveries.id = id;
+    if (testSend.id !== id) {
+      testSend.id = id;
+      testSend.results = null;
+      $('ts-openids').value = '';
+    }
+    showError($('ts-error'), null);
+    $('ts-busy').replaceChildren();
+    renderTestResults();
+    $('cv-held').hidden = true;
     timeline.at = 0;
     timeline.status = null;
     try {
@@ -1562,6 +1704,12 @@
       : el('span', null, c.pause_reason ? word('pause.', c.pause_reason) : '—',
         c.resume_at ? tn('cv.resumes', { time: timeNode(c.resume_at) }) : null));
     showError($('cv-last-error'), c.last_error ? T('cv.last_error', { error: wechatError(c.last_error) }) : null);
+    const quiet = (appOf(c.appid) || {}).quiet_hours;
+    $('cv-quiet').replaceChildren(el('span', null, c.ignore_quiet_hours ? T('cv.quiet_ignored')
+      : quiet ? T('cv.quiet_kept', { window: quietText(quiet) }) : T('cv.quiet_none')));
+    // A run holding its deliveries, or a cron firing waiting, for the app's quiet hours.
+    $('cv-held').hidden = !c.held_until;
+    $('cv-held').replaceChildren(c.held_until ? tn('cv.held', { time: timeNode(c.held_until) }) : '');
     document.title = t('title.view', { view: c.name });
   }
 
@@ -1571,7 +1719,9 @@
       const tot = r.totals || {};
       return el('tr', { 'data-testid': 'run-row', 'data-id': r.id },
         el('td', null, timeNode(r.scheduled_for)),
-        el('td', null, badge(r.status, 'run-status')),
+        el('td', null, badge(r.status, 'run-status'), r.held_until
+          ? el('div', { class: 'muted small', 'data-testid': 'run-held' }, T('run.held', { time: timeNode(r.held_until) }))
+          : null),
         TOTALS.map((k) => numCell(tot[k] ?? 0)),
         el('td', null, timeNode(r.finished_at)));
     }));
@@ -1715,6 +1865,70 @@
     }
   });
 
+  // ---------- a campaign's test send (POST /v1/campaigns/{id}/test) ----------
+
+  // The last test send's results, kept while its campaign is on screen (and drawn again in
+  // another language).
+  const testSend = { id: null, results: null };
+
+  function errcodeCell(code) {
+    if (code === null || code === undefined) return cell('—', { 'data-testid': 'ts-errcode' });
+    const name = errcodeName(code);
+    return el('td', { 'data-testid': 'ts-errcode' }, data(String(code)),
+      name ? [' ', el('span', { class: 'muted' }, T('ts.errcode_name', { name }))] : null);
+  }
+
+  function renderTestResults() {
+    const results = testSend.results;
+    $('ts-results-wrap').hidden = !results;
+    $('ts-summary').hidden = !results;
+    if (!results) {
+      $('ts-body').replaceChildren();
+      $('ts-summary').replaceChildren();
+      return;
+    }
+    const sent = results.filter((r) => r.status === 'sent').length;
+    $('ts-summary').replaceChildren(tn('ts.summary', { sent, n: results.length }));
+    $('ts-body').replaceChildren(...results.map((r) => el('tr', {
+      'data-testid': 'ts-row', 'data-openid': r.openid, 'data-status': r.status,
+    },
+    cell(r.openid, { class: 'mono', 'data-testid': 'ts-openid' }),
+    el('td', null, badge(r.status, 'ts-status')),
+    errcodeCell(r.errcode),
+    cell(r.errmsg || '—', { class: 'wrap', 'data-testid': 'ts-errmsg' }))));
+  }
+
+  $('ts-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!current) return;
+    const id = current.id;
+    showError($('ts-error'), null);
+    const openids = $('ts-openids').value.split(/[\s,，、]+/).filter(Boolean);
+    if (!openids.length) {
+      showError($('ts-error'), T('ts.no_openids', { max: MAX_TEST_USERS }));
+      return;
+    }
+    if (openids.length > MAX_TEST_USERS) {
+      showError($('ts-error'), T('ts.too_many', { max: MAX_TEST_USERS, n: openids.length }));
+      return;
+    }
+    const button = $('ts-form').querySelector('button[type="submit"]');
+    button.disabled = true;
+    $('ts-busy').replaceChildren(tn('ts.sending'));
+    const here = () => current && current.id === id && !$('view-campaign').hidden;
+    try {
+      const r = await api('POST', `/v1/campaigns/${encodeURIComponent(id)}/test`, { openids });
+      testSend.id = id;
+      testSend.results = r.results || [];
+      if (here()) renderTestResults();
+    } catch (e) {
+      if (here()) showError($('ts-error'), e);
+    } finally {
+      button.disabled = false;
+      $('ts-busy').replaceChildren();
+    }
+  });
+
   // ---------- one app: pool charts, API keys and triggered messages ----------
 
   const appView = { appid: null, next: null };
@@ -1726,10 +1940,12 @@
     appView.next = null;
     $('av-appid').textContent = appid;
     $('av-meta').replaceChildren();
-    for (const id of ['av-error', 'keys-error', 'messages-error', 'chart-expiring-error', 'chart-ingestion-error']) {
+    for (const id of ['av-error', 'keys-error', 'messages-error', 'chart-expiring-error', 'chart-ingestion-error',
+      'hy-error']) {
       showError($(id), null);
     }
-    for (const id of ['keys-body', 'messages-body', 'chart-expiring-note', 'chart-ingestion-note']) {
+    for (const id of ['keys-body', 'messages-body', 'chart-expiring-note', 'chart-ingestion-note',
+      'hy-cap-now', 'hy-quiet-now']) {
       $(id).replaceChildren();
     }
     Charts.clear($('chart-expiring'));
@@ -1755,11 +1971,127 @@
       return;
     }
     if (gen !== view.gen) return;
+    remember(a);
     $('av-meta').replaceChildren(tn(a.webhook_url ? 'av.meta_webhook' : 'av.meta_no_webhook', {
       rate: a.send_rate_per_sec, url: a.webhook_url || '', field: data('webhook_url', 'code'),
       put: data('PUT /v1/apps/{appid}', 'code'),
     }));
+    renderHygiene(a);
   }
+
+  // An app as the API just gave it replaces the one in the app list.
+  function remember(a) {
+    const i = apps.findIndex((x) => x.appid === a.appid);
+    const { webhook_secret: _, ...shown } = a;
+    if (i >= 0) apps[i] = shown;
+    else apps.push(shown);
+  }
+
+  // ---------- an app's frequency cap and quiet hours ----------
+
+  const UNITS = [86400, 3600, 60, 1];
+
+  function renderHygiene(a) {
+    const cap = a.frequency_cap;
+    const quiet = a.quiet_hours;
+    $('hy-cap-now').replaceChildren(cap
+      ? tn('hy.cap_now', { n: cap.max, window: intl('bdi', fmtWidth(cap.per_secs)) })
+      : tn('hy.cap_none'));
+    $('hy-quiet-now').replaceChildren(quiet ? tn('hy.quiet_now', { window: quietText(quiet) }) : tn('hy.quiet_none'));
+    // The form starts from what is stored; a window shows in the largest unit that divides it.
+    const secs = cap ? cap.per_secs : 86400;
+    const unit = UNITS.find((u) => secs % u === 0);
+    $('hy-cap-on').checked = Boolean(cap);
+    $('hy-cap-max').value = cap ? String(cap.max) : '';
+    $('hy-cap-per').value = String(secs / unit);
+    $('hy-cap-unit').value = String(unit);
+    $('hy-quiet-on').checked = Boolean(quiet);
+    $('hy-quiet-start').value = quiet ? quiet.start : '';
+    $('hy-quiet-end').value = quiet ? quiet.end : '';
+    $('hy-quiet-zone').value = quiet ? quiet.timezone : view.zone;
+    syncHygiene();
+  }
+
+  // A part switched off has its fields greyed out (the box in its legend stays usable).
+  function syncHygiene() {
+    $('hy-cap-on').closest('fieldset').disabled = !$('hy-cap-on').checked;
+    $('hy-quiet-on').closest('fieldset').disabled = !$('hy-quiet-on').checked;
+  }
+
+  let zonesListed = false;
+  function listZones() {
+    if (zonesListed) return;
+    zonesListed = true;
+    let zones = [];
+    try {
+      zones = Intl.supportedValuesOf('timeZone');
+    } catch (_) { /* an older browser: the field takes any name, the server checks it */ }
+    $('hy-zones').replaceChildren(...zones.map((z) => el('option', { value: z })));
+  }
+
+  const wholeNumber = (v) => (/^\s*[0-9]+\s*$/.test(v) ? Number(v) : null);
+
+  // "9:00" → "09:00" (the API takes HH:MM); anything else goes to the server as typed.
+  function clockValue(v) {
+    const text = v.trim().replace('：', ':');
+    return /^[0-9]:[0-9]{2}$/.test(text) ? '0' + text : text;
+  }
+
+  // The PUT body: both settings, null for a part switched off (which removes it).
+  function buildHygiene() {
+    const body = { frequency_cap: null, quiet_hours: null };
+    if ($('hy-cap-on').checked) {
+      const max = wholeNumber($('hy-cap-max').value);
+      const per = wholeNumber($('hy-cap-per').value);
+      if (max === null || per === null) throw new UiError('hy.cap_numbers');
+      body.frequency_cap = { max, per_secs: per * Number($('hy-cap-unit').value) };
+    }
+    if ($('hy-quiet-on').checked) {
+      const start = clockValue($('hy-quiet-start').value);
+      const end = clockValue($('hy-quiet-end').value);
+      const timezone = $('hy-quiet-zone').value.trim();
+      if (!start || !end || !timezone) throw new UiError('hy.quiet_fields');
+      body.quiet_hours = { start, end, timezone };
+    }
+    return body;
+  }
+
+  $('hy-cap-on').addEventListener('change', () => {
+    if ($('hy-cap-on').checked && !$('hy-cap-max').value) $('hy-cap-max').value = '1';
+    syncHygiene();
+  });
+  $('hy-quiet-on').addEventListener('change', () => {
+    if ($('hy-quiet-on').checked) listZones();
+    syncHygiene();
+  });
+  $('hy-quiet-zone').addEventListener('focus', listZones);
+
+  $('hy-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError($('hy-error'), null);
+    let body;
+    try {
+      body = buildHygiene();
+    } catch (e) {
+      showError($('hy-error'), e);
+      return;
+    }
+    const gen = view.gen;
+    const appid = appView.appid;
+    const button = $('hy-form').querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      // No secret: an update keeps the stored one.
+      remember(await api('PUT', appPath(), body));
+      flash(T('hy.saved', { appid }));
+      // The app's zone may have changed with its quiet hours: every time on the page follows.
+      if (gen === view.gen) await showApp(appid);
+    } catch (e) {
+      if (gen === view.gen) showError($('hy-error'), e);
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   async function loadExpiring(gen) {
     try {
