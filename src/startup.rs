@@ -73,7 +73,7 @@ impl Application {
                 &pool,
                 AppUpsert {
                     appid: &app.appid,
-                    secret: app.secret.expose_secret(),
+                    secret: Some(app.secret.expose_secret()),
                     push_token: app.push_token.as_deref(),
                     encoding_aes_key: app.encoding_aes_key.as_ref().map(|k| k.expose_secret()),
                     send_rate_per_sec: None,

@@ -174,28 +174,25 @@ pub async fn put_app(
     validate_appid(&appid)?;
     let body = body.into_inner();
     // An update may leave the secret out (the console changes settings without knowing
-    // it): the stored one is written back.
-    let stored: App;
+    // it): the stored one stays, in the same statement (a rotation meanwhile is kept).
     let secret = match &body.secret {
-        Some(secret) => secret.as_str(),
+        Some(secret) => {
+            if secret.is_empty() || secret.chars().count() > 128 || secret.contains('\0') {
+                return Err(ApiError::invalid(
+                    "invalid_secret",
+                    "secret must be 1 to 128 characters, none of them NUL",
+                ));
+            }
+            Some(secret.as_str())
+        }
+        None if store::apps::exists(&state.pool, &appid).await? => None,
         None => {
-            stored = store::apps::find(&state.pool, &appid)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "invalid_secret",
-                        "secret is required to register an app (only an update may leave it out)",
-                    )
-                })?;
-            stored.secret.expose_secret()
+            return Err(ApiError::invalid(
+                "invalid_secret",
+                "secret is required to register an app (only an update may leave it out)",
+            ))
         }
     };
-    if secret.is_empty() || secret.chars().count() > 128 || secret.contains('\0') {
-        return Err(ApiError::invalid(
-            "invalid_secret",
-            "secret must be 1 to 128 characters, none of them NUL",
-        ));
-    }
     if let Some(token) = &body.token {
         if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ApiError::invalid(

@@ -8,7 +8,9 @@ use crate::domain::hygiene::{FrequencyCap, QuietHours};
 
 pub struct AppUpsert<'a> {
     pub appid: &'a str,
-    pub secret: &'a str,
+    /// `None`: keep the stored one (an update only; a new app without one is refused by
+    /// the database).
+    pub secret: Option<&'a str>,
     pub push_token: Option<&'a str>,
     pub encoding_aes_key: Option<&'a str>,
     pub send_rate_per_sec: Option<i32>,
@@ -72,10 +74,13 @@ pub async fn upsert(pool: &PgPool, app: AppUpsert<'_>) -> sqlx::Result<Upserted>
         insert into apps (appid, secret, push_token, encoding_aes_key, send_rate_per_sec, token_api,
                           webhook_url, webhook_secret, cap_max, cap_per_secs, quiet_start,
                           quiet_end, quiet_timezone)
-        values ($1, $2, $3, $4, coalesce($5, 200), coalesce($6, 'stable'), $8, $9, $11, $12,
+        -- without a secret, the row as proposed holds the stored one (the NOT NULL check
+        -- comes before the conflict); the update below keeps the row's own, as locked
+        values ($1, coalesce($2, (select a.secret from apps a where a.appid = $1)), $3, $4,
+                coalesce($5, 200), coalesce($6, 'stable'), $8, $9, $11, $12,
                 $14, $15, $16)
         on conflict (appid) do update set
-            secret = excluded.secret,
+            secret = coalesce($2, apps.secret),
             push_token = coalesce($3, apps.push_token),
             encoding_aes_key = coalesce($4, apps.encoding_aes_key),
             send_rate_per_sec = coalesce($5, apps.send_rate_per_sec),
