@@ -32,6 +32,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Sends in flight per app (and deliveries claimed per batch).
     pub send_concurrency: usize,
+    /// Batches of a run in flight at once per app (each claims, sends and records on its
+    /// own, so one's claim and record overlap another's sends).
+    pub send_batches: usize,
     /// Deliveries a run is given per statement while it fills (its first chunk with the
     /// run, the rest while it sends).
     pub run_fill_chunk: i64,
@@ -126,6 +129,7 @@ impl Settings {
             db_max_connections: parse_or(&get, "FORMPUSH_DB_MAX_CONNECTIONS", 20)?,
             log_format,
             send_concurrency: parse_or(&get, "FORMPUSH_SEND_CONCURRENCY", 256)?,
+            send_batches: parse_or(&get, "FORMPUSH_SEND_BATCHES", 2usize)?.clamp(1, 8),
             run_fill_chunk: parse_or(&get, "FORMPUSH_RUN_FILL_CHUNK", 10_000i64)?.max(1),
             retry_backoff: Duration::from_millis(parse_or(
                 &get,

@@ -16,8 +16,11 @@ use crate::store::{
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutApp {
+    /// the AppSecret: required to register an app; left out (or null) on an update, the
+    /// stored one is kept
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000]*$")]
-    secret: String,
+    secret: Option<String>,
     /// the push token, as in the WeChat console
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9]{3,32}$")]
@@ -170,7 +173,24 @@ pub async fn put_app(
     let appid = appid.into_inner();
     validate_appid(&appid)?;
     let body = body.into_inner();
-    if body.secret.is_empty() || body.secret.chars().count() > 128 || body.secret.contains('\0') {
+    // An update may leave the secret out (the console changes settings without knowing
+    // it): the stored one is written back.
+    let stored: App;
+    let secret = match &body.secret {
+        Some(secret) => secret.as_str(),
+        None => {
+            stored = store::apps::find(&state.pool, &appid)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_secret",
+                        "secret is required to register an app (only an update may leave it out)",
+                    )
+                })?;
+            stored.secret.expose_secret()
+        }
+    };
+    if secret.is_empty() || secret.chars().count() > 128 || secret.contains('\0') {
         return Err(ApiError::invalid(
             "invalid_secret",
             "secret must be 1 to 128 characters, none of them NUL",
@@ -241,7 +261,7 @@ pub async fn put_app(
         &state.pool,
         AppUpsert {
             appid: &appid,
-            secret: &body.secret,
+            secret,
             push_token: body.token.as_deref(),
             encoding_aes_key: body.encoding_aes_key.as_deref(),
             send_rate_per_sec: body.send_rate_per_sec,

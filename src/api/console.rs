@@ -1,5 +1,6 @@
 //! The admin console: one static page (HTML, JS, CSS compiled into the binary) at `/admin`
-//! that signs in with the admin token and drives the JSON admin API from the browser.
+//! that signs in with the admin token and drives the JSON admin API from the browser, in
+//! English or Simplified Chinese (`i18n.js`), with charts it draws itself (`charts.js`).
 //! The assets hold no secret: the token is typed in by the admin and kept in the tab's
 //! `sessionStorage` only.
 
@@ -8,6 +9,8 @@ use actix_web::HttpResponse;
 
 const HTML: &str = include_str!("console/admin.html");
 const JS: &str = include_str!("console/admin.js");
+const I18N_JS: &str = include_str!("console/i18n.js");
+const CHARTS_JS: &str = include_str!("console/charts.js");
 const CSS: &str = include_str!("console/admin.css");
 
 /// Everything from this origin only; no inline script or style, no framing, no plugins.
@@ -31,16 +34,30 @@ pub async fn page() -> HttpResponse {
     asset(ContentType::html(), HTML)
 }
 
-/// `GET /admin/admin.js`
-pub async fn script() -> HttpResponse {
+fn javascript(body: &'static str) -> HttpResponse {
     asset(
         ContentType(
             "text/javascript; charset=utf-8"
                 .parse()
                 .expect("valid mime"),
         ),
-        JS,
+        body,
     )
+}
+
+/// `GET /admin/admin.js`
+pub async fn script() -> HttpResponse {
+    javascript(JS)
+}
+
+/// `GET /admin/i18n.js`: the message catalogues (English, Simplified Chinese).
+pub async fn catalogues() -> HttpResponse {
+    javascript(I18N_JS)
+}
+
+/// `GET /admin/charts.js`: the SVG charts.
+pub async fn charts() -> HttpResponse {
+    javascript(CHARTS_JS)
 }
 
 /// `GET /admin/admin.css`
@@ -61,6 +78,8 @@ mod tests {
         for (resp, kind) in [
             (page().await, "text/html"),
             (script().await, "text/javascript"),
+            (catalogues().await, "text/javascript"),
+            (charts().await, "text/javascript"),
             (style().await, "text/css"),
         ] {
             assert_eq!(resp.status(), 200);
@@ -75,11 +94,15 @@ mod tests {
 
     #[test]
     fn page_loads_only_its_own_assets() {
-        assert!(HTML.contains(r#"src="/admin/admin.js""#));
+        for script in ["/admin/i18n.js", "/admin/charts.js", "/admin/admin.js"] {
+            assert!(HTML.contains(&format!(r#"src="{script}""#)), "{script}");
+        }
         assert!(HTML.contains(r#"href="/admin/admin.css""#));
         assert!(!HTML.contains("<script>"), "no inline script (CSP)");
         assert!(!HTML.contains("style=\""), "no inline style (CSP)");
         assert!(!HTML.contains("http://") && !HTML.contains("https://"));
-        assert!(!JS.contains("http://") && !JS.contains("https://"));
+        for js in [JS, I18N_JS, CHARTS_JS] {
+            assert!(!js.contains("http://") && !js.contains("https://"));
+        }
     }
 }

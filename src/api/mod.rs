@@ -16,6 +16,7 @@ pub mod openapi;
 mod routes;
 pub mod sessions;
 mod state;
+pub mod stats;
 pub mod subscriptions;
 pub mod templates;
 pub mod wechat_push;

@@ -47,6 +47,8 @@ impl Modify for BearerSchemes {
         super::apps::get_app,
         super::apps::list_apps,
         super::apps::stats,
+        super::stats::expiring,
+        super::stats::ingestion,
         super::templates::sync,
         super::templates::list,
         super::formids::import,
@@ -67,11 +69,16 @@ impl Modify for BearerSchemes {
         super::campaigns::hygiene::test_send,
         super::campaigns::runs,
         super::campaigns::deliveries,
+        super::campaigns::timeline::timeline,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
     ),
-    components(schemas(crate::error::ErrorBody, crate::domain::webhook::WebhookEvent)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::domain::webhook::WebhookEvent,
+        super::stats::TimeZoneName
+    )),
     modifiers(&BearerSchemes),
     tags(
         (name = "client", description = "called by the mini-program"),

@@ -4,7 +4,7 @@
 use actix_web::{web, Resource};
 
 use super::{
-    apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions,
+    apps, campaigns, console, docs, formids, health, keys, messages, openapi, sessions, stats,
     subscriptions, templates, wechat_push,
 };
 use crate::error::ApiError;
@@ -39,6 +39,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin", "GET").route(web::get().to(console::page)))
         .service(resource("/admin/", "GET").route(web::get().to(console::page)))
         .service(resource("/admin/admin.js", "GET").route(web::get().to(console::script)))
+        .service(resource("/admin/i18n.js", "GET").route(web::get().to(console::catalogues)))
+        .service(resource("/admin/charts.js", "GET").route(web::get().to(console::charts)))
         .service(resource("/admin/admin.css", "GET").route(web::get().to(console::style)))
         .service(
             web::scope("/v1")
@@ -49,6 +51,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(apps::get_app)),
                 )
                 .service(resource("/apps/{appid}/stats", "GET").route(web::get().to(apps::stats)))
+                .service(
+                    resource("/apps/{appid}/stats/expiring", "GET")
+                        .route(web::get().to(stats::expiring)),
+                )
+                .service(
+                    resource("/apps/{appid}/stats/ingestion", "GET")
+                        .route(web::get().to(stats::ingestion)),
+                )
                 .service(
                     resource("/apps/{appid}/sessions", "POST")
                         .route(web::post().to(sessions::create)),
@@ -124,6 +134,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/campaigns/{id}/deliveries", "GET")
                         .route(web::get().to(campaigns::deliveries)),
+                )
+                .service(
+                    resource("/campaigns/{id}/timeline", "GET")
+                        .route(web::get().to(campaigns::timeline::timeline)),
                 ),
         );
 }

@@ -11,6 +11,7 @@ pub mod formid;
 pub mod hygiene;
 pub mod message;
 pub mod session;
+pub mod stats;
 pub mod subscription;
 pub mod template;
 pub mod template_rules;

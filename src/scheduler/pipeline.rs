@@ -26,6 +26,7 @@ mod test_send;
 pub use test_send::{TestContent, TestResult, TestUser};
 
 use std::collections::{hash_map::Entry, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,10 @@ use crate::wechat::{
 /// How a sender paces and protects its work (from `Settings`).
 #[derive(Clone, Copy, Debug)]
 pub struct SendSettings {
-    /// Sends in flight per app, and deliveries claimed per batch.
+    /// Sends in flight per batch, and deliveries claimed per batch.
     pub concurrency: usize,
+    /// Batches of a run in flight at once.
+    pub batches: usize,
     /// First retry delay after a transient failure; doubles per attempt.
     pub retry_backoff: Duration,
     /// An app's sender lease (renewed every third of it).
@@ -81,6 +84,7 @@ impl From<&Settings> for SendSettings {
     fn from(s: &Settings) -> Self {
         Self {
             concurrency: s.send_concurrency.max(1),
+            batches: s.send_batches.max(1),
             retry_backoff: s.retry_backoff,
             app_lease: s.app_lease,
             send_lease: s.send_lease,
@@ -94,6 +98,9 @@ impl From<&Settings> for SendSettings {
 pub const MESSAGE_POLL: Duration = Duration::from_millis(100);
 /// How long a live sender with nothing to send waits for more before it stops.
 pub const SENDER_LINGER: Duration = Duration::from_secs(3);
+/// Batches each lane of a step takes before the sender looks at its other runs, its
+/// triggered messages and its lease again (a step lasts about this many batch times).
+const LANE_BATCHES: usize = 4;
 /// How often a live sender whose every run holds for quiet hours looks again (triggered
 /// messages still wake it at once).
 pub const QUIET_POLL: Duration = Duration::from_secs(1);
@@ -168,6 +175,16 @@ impl Batch<'_> {
 /// Connections kept for claiming, besides the main pool: one per sender that claims at
 /// the same moment; senders of more apps than this wait their turn for a few milliseconds.
 const CLAIM_CONNECTIONS: u32 = 4;
+
+/// What one batch did.
+struct BatchDone {
+    /// Deliveries claimed (those that ended at the claim included).
+    claimed: usize,
+    /// The highest id claimed (the cursor given when none was).
+    last_id: i64,
+    /// A WeChat answer stopped the campaign (failed, or paused for quota).
+    stopped: bool,
+}
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -446,8 +463,13 @@ impl Pipeline {
         Ok(Some(DataRules::new(&template, &data, run.data_policy)))
     }
 
-    /// Claims (ids above `after`), sends and records one batch of a run. Returns how many
-    /// deliveries it claimed and the highest id among them.
+    /// Works a run for a while: `batches` lanes, each claiming (ids above the shared
+    /// cursor, from `after`), sending and recording up to `LANE_BATCHES` batches one after
+    /// the other. The lanes overlap one's claim and record with another's sends, so that
+    /// WeChat always has sends of the run in flight. A lane stops when a claim finds
+    /// nothing, a batch stopped the campaign, or the campaign is no longer running (paused
+    /// or cancelled meanwhile: no new batch starts). Returns how many deliveries were
+    /// claimed and the highest id among them.
     pub async fn step(
         &self,
         app: &App,
@@ -456,6 +478,48 @@ impl Pipeline {
         gate: &SendGate,
         after: i64,
     ) -> anyhow::Result<(usize, i64)> {
+        let cursor = AtomicI64::new(after);
+        let claimed = AtomicUsize::new(0);
+        let done = AtomicBool::new(false);
+        let lane = |first_lane: bool| {
+            let (cursor, claimed, done) = (&cursor, &claimed, &done);
+            async move {
+                for n in 0..LANE_BATCHES {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    // The step's first batch was decided by the caller; later ones check
+                    // that the campaign still sends.
+                    if (n > 0 || !first_lane)
+                        && !store::runs::still_sending(&self.pool, run.run_id).await?
+                    {
+                        done.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    let after = cursor.load(Ordering::SeqCst);
+                    let batch = self.batch(app, run, rules, gate, after).await?;
+                    claimed.fetch_add(batch.claimed, Ordering::SeqCst);
+                    cursor.fetch_max(batch.last_id, Ordering::SeqCst);
+                    if batch.claimed == 0 || batch.stopped {
+                        done.store(true, Ordering::SeqCst);
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+        futures::future::try_join_all((0..self.settings.batches).map(|i| lane(i == 0))).await?;
+        Ok((claimed.into_inner(), cursor.into_inner()))
+    }
+
+    /// Claims (ids above `after`), sends and records one batch of a run.
+    async fn batch(
+        &self,
+        app: &App,
+        run: &ActiveRun,
+        rules: Option<&DataRules>,
+        gate: &SendGate,
+        after: i64,
+    ) -> anyhow::Result<BatchDone> {
         let limit = self.settings.concurrency as i64;
         let lease_secs = self.settings.send_lease.as_secs_f64();
         let claimed_at = Instant::now();
@@ -528,7 +592,11 @@ impl Pipeline {
             }
         }
         if to_send.is_empty() {
-            return Ok((count, last_id));
+            return Ok(BatchDone {
+                claimed: count,
+                last_id,
+                stopped: false,
+            });
         }
         let results: Vec<Delivered> = futures::stream::iter(to_send)
             .map(|d| {
@@ -562,6 +630,7 @@ impl Pipeline {
             outcomes.push(r.outcome);
         }
         self.record(&outcomes, &effects, claimed_at).await?;
+        let stopped = stop.is_some();
         match stop {
             Some(CampaignStop::Failed(err)) => {
                 tracing::warn!(campaign_id = %run.campaign_id, error = %err, "campaign failed");
@@ -575,7 +644,11 @@ impl Pipeline {
             }
             None => {}
         }
-        Ok((count, last_id))
+        Ok(BatchDone {
+            claimed: count,
+            last_id,
+            stopped,
+        })
     }
 
     /// Sends one claimed campaign delivery. `prepared`: its data as rendered and checked

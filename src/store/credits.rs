@@ -199,11 +199,17 @@ pub async fn stats(pool: &PgPool, appid: &str) -> sqlx::Result<PoolStats> {
 /// beyond the key. Returns how many rows went.
 pub async fn purge_dead(pool: &PgPool) -> sqlx::Result<u64> {
     const RANGE: i64 = 50_000;
-    let max_id = sqlx::query_scalar!("select coalesce(max(id), 0) as \"max!\" from formids")
-        .fetch_one(pool)
-        .await?;
+    // From the oldest row left, not from id 0: the ranges already emptied on earlier days
+    // would be walked again, more of them every day.
+    let ids = sqlx::query!(
+        r#"select coalesce(min(id), 1) - 1 as "low!", coalesce(max(id), 0) as "max!"
+           from formids"#
+    )
+    .fetch_one(pool)
+    .await?;
+    let max_id = ids.max;
     let mut total = 0;
-    let mut low = 0;
+    let mut low = ids.low;
     while low <= max_id {
         total += sqlx::query!(
             r#"

@@ -14,6 +14,7 @@ pub mod leases;
 pub mod messages;
 pub mod push_events;
 pub mod runs;
+pub mod stats;
 pub mod templates;
 pub mod users;
 pub mod webhook_events;

@@ -293,6 +293,19 @@ async fn fill_locked(
     Ok(filled.added as u64)
 }
 
+/// Whether the run and its campaign are both still `running` (not paused, cancelled,
+/// failed or finished meanwhile).
+pub async fn still_sending(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from campaign_runs r join campaigns c on c.id = r.campaign_id
+                          where r.id = $1 and r.status = 'running' and c.status = 'running')
+           as "sending!""#,
+        run_id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Closes the run if every delivery is final, and the campaign if no run is left.
 pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
@@ -300,8 +313,11 @@ pub async fn finish_run_if_done(pool: &PgPool, run_id: Uuid) -> sqlx::Result<boo
         r#"
         update campaign_runs r set status = 'completed', finished_at = now()
         where r.id = $1 and r.status = 'running' and not r.filling
+          -- by campaign and status first: deliveries_by_campaign then holds just the
+          -- unfinished ones, where (run_id, ...) would read every delivery of the run
           and not exists (select 1 from deliveries d
-                          where d.run_id = r.id and d.status in ('pending', 'sending'))
+                          where d.campaign_id = r.campaign_id
+                            and d.status in ('pending', 'sending') and d.run_id = r.id)
         returning r.campaign_id
         "#,
         run_id

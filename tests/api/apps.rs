@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{spawn_app, ADMIN_TOKEN};
+use crate::common::{spawn_app, template_campaign, ADMIN_TOKEN, APPID};
 
 #[sqlx::test]
 async fn put_creates_then_updates_and_get_never_shows_secrets(
@@ -119,4 +119,43 @@ async fn invalid_app_values_are_refused_and_nothing_is_stored(
         .await
         .unwrap();
     assert_eq!(resp.status(), 404, "a refused PUT stored nothing");
+}
+
+#[sqlx::test]
+async fn an_update_may_leave_the_secret_out_and_keeps_the_stored_one(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    // Registering still needs the secret.
+    for body in [json!({"send_rate_per_sec": 5}), json!({"secret": null})] {
+        let resp = app.put_app("wxnosecret", &body).await;
+        assert_eq!(resp.status(), 422, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "invalid_secret", "{err}");
+    }
+    let resp = app
+        .admin(Method::GET, "/v1/apps/wxnosecret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "a refused PUT stored nothing");
+
+    // An update without it changes what it names and keeps the secret: WeChat still hands
+    // the app a token, so its campaign is sent.
+    let resp = app
+        .put_app(
+            APPID,
+            &json!({"frequency_cap": {"max": 2, "per_secs": 60}, "send_rate_per_sec": 40}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["frequency_cap"], json!({"max": 2, "per_secs": 60}));
+    assert_eq!(view["send_rate_per_sec"], 40);
+    app.user_with_formids("o-kept", 1).await;
+    let (_, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
+        .await;
+    assert_eq!(done["totals"]["sent"], 1, "{done}");
 }

@@ -755,3 +755,26 @@ async fn a_listed_audience_is_filled_in_chunks_with_each_users_vars(
         assert_eq!(to[0].data["keyword1"]["value"], format!("Hi N{openid}"));
     }
 }
+
+#[sqlx::test]
+async fn batches_sent_side_by_side_reach_each_user_once(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(
+        db,
+        SandboxConfig::default(),
+        &[
+            ("FORMPUSH_SEND_BATCHES", "3"),
+            ("FORMPUSH_SEND_CONCURRENCY", "2"),
+            ("FORMPUSH_RUN_FILL_CHUNK", "5"),
+        ],
+    )
+    .await;
+    app.import_users((0..23).map(|i| format!("o-{i}")), 2).await;
+    let (_, done) = app
+        .run_campaign(template_campaign(json!({"type": "all"})), "completed")
+        .await;
+    assert_eq!(done["totals"]["sent"], 23, "{done}");
+    assert_each_user_reached_once(&app.wechat, 23);
+    let stats = app.stats().await;
+    assert_eq!(stats["consumed"], 23, "one formId each: {stats}");
+    assert_eq!(stats["valid_formids"], 23, "{stats}");
+}

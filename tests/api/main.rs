@@ -18,6 +18,7 @@ mod messages;
 mod multi_instance;
 mod push;
 mod sessions;
+mod stats;
 mod subscriptions;
 mod templates;
 mod tokens;

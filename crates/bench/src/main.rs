@@ -25,6 +25,8 @@
 //! - (million, only with `--phases million`) one campaign to a million users due a few
 //!   seconds ahead, on one or more instances: the first message's delay after the due time,
 //!   the sustained sends/s, peak memory, nobody messaged twice;
+//! - (pool, only with `--phases pool`) ingestion on an empty `formids`, at 10,000,000 rows,
+//!   and while the daily purge deletes a day's expired formIds;
 //!
 //! and samples the service's resident memory (VmRSS / VmHWM) throughout. It prints a table
 //! with ratios to pgbench and PASS/MISS per target; a miss never fails the process (this is a
@@ -60,7 +62,7 @@ use report::{Report, Row, Verdict};
 /// The secret of every benchmark app, in the database and in the fake WeChat alike.
 const SECRET: &str = "bench-secret";
 /// Every `--phases` name.
-const KNOWN_PHASES: [&str; 10] = [
+const KNOWN_PHASES: [&str; 11] = [
     "pgbench",
     "claim",
     "ingest",
@@ -71,6 +73,7 @@ const KNOWN_PHASES: [&str; 10] = [
     "cap",
     "soak",
     "million",
+    "pool",
 ];
 /// The template every benchmark campaign sends.
 const TEMPLATE: &str = "TPL_BENCH";
@@ -96,8 +99,8 @@ struct Args {
     #[arg(long, env = "PG_URL_BASE")]
     pg_url_base: String,
     /// Phases to run, comma-separated: pgbench (the Postgres baseline, (e)), claim, ingest,
-    /// import, campaign, trigger, templates, cap, soak, million (soak and million are
-    /// minutes long and never in the default list: `--phases soak`, `--phases million`).
+    /// import, campaign, trigger, templates, cap, soak, million, pool (the last three are
+    /// minutes long and never in the default list: `--phases soak`, `--phases million,pool`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -223,6 +226,10 @@ struct Args {
     /// one of them at a time).
     #[arg(long, default_value_t = 1)]
     million_instances: usize,
+    /// Pool (phase `pool`, never in the default list): formIds in the table for the second
+    /// and third ingestion measurements [default: 10000000; quick: 20000].
+    #[arg(long)]
+    pool_rows: Option<usize>,
 }
 
 fn parse_env_pair(raw: &str) -> Result<(String, String), String> {
@@ -257,6 +264,7 @@ struct Plan {
     trigger_warmup: Duration,
     trigger_samples: usize,
     million_users: usize,
+    pool_rows: usize,
 }
 
 impl Plan {
@@ -297,6 +305,10 @@ impl Plan {
                 .million_users
                 .unwrap_or(if q { 2_000 } else { 1_000_000 })
                 .max(1),
+            pool_rows: args
+                .pool_rows
+                .unwrap_or(if q { 20_000 } else { 10_000_000 })
+                .max(4),
         }
     }
 }
@@ -351,6 +363,10 @@ async fn run(args: Args, report: &mut Report) -> anyhow::Result<()> {
     if args.runs("million") {
         let outcome = phases::million::run(&args, &plan, report).await;
         report.error_if_failed("million", "campaign to a million users", outcome);
+    }
+    if args.runs("pool") {
+        let outcome = phases::pool::run(&args, &plan, report).await;
+        report.error_if_failed("pool", "ingestion into a big pool", outcome);
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! sends, runs, deliveries.
 
 pub mod hygiene;
+pub mod timeline;
 mod views;
 
 pub use hygiene::{

@@ -1,24 +1,34 @@
 // formpush admin console: plain JS, no build step, no third-party code.
 // The admin token lives in this tab's sessionStorage only; it is never written to the
-// page, the URL or the console.
+// page, the URL or the console. The language (English or Simplified Chinese) is the
+// browser's until the admin picks one with the switch; the choice is kept in localStorage.
+//
+// Every text the page shows comes from the message catalogues in i18n.js: static elements
+// carry a data-i18n key, dynamic ones are built with t() / tn(). Data from the server or
+// typed by the admin (appids, openids, names, WeChat's messages) is inserted as a node
+// marked translate="no"; dates and numbers are formatted by Intl for the language and
+// marked data-l10n="intl" (or are <time> elements).
 'use strict';
 
 (() => {
   const TOKEN_KEY = 'formpush.adminToken';
+  const LANG_KEY = 'formpush.lang';
   const ACTIVE = ['scheduled', 'running'];
   const FINAL = ['completed', 'failed', 'cancelled'];
-  const STAT_LABELS = [
-    ['users', 'users'],
-    ['users_with_valid_formid', 'users with formId'],
-    ['valid_formids', 'valid formIds'],
-    ['expiring_within_24h', 'expiring < 24 h'],
-    ['consumed', 'consumed'],
-    ['invalid', 'invalid'],
-    ['subscription_grants', 'subscribe grants'],
-  ];
-  const TOTALS = ['targeted', 'sent', 'failed', 'no_formid', 'no_quota', 'pending'];
+  const STATS = ['users', 'users_with_valid_formid', 'valid_formids', 'expiring_within_24h',
+    'consumed', 'invalid', 'subscription_grants'];
+  const TOTALS = ['targeted', 'sent', 'failed', 'no_formid', 'no_quota', 'capped', 'pending'];
+  // The outcomes a progress bar shows, in its order (pending is the bar's background).
+  const OUTCOMES = ['sent', 'failed', 'no_formid', 'no_quota', 'capped'];
+  // A test send names at most this many users (POST /v1/campaigns/{id}/test).
+  const MAX_TEST_USERS = 10;
+  // The timeline of a running campaign is read again at most this often (it reads every
+  // delivery of the campaign; the totals above it refresh every second).
+  const TIMELINE_EVERY_MS = 10_000;
 
   const $ = (id) => document.getElementById(id);
+  const I18N = window.FormpushI18n;
+  const Charts = window.FormpushCharts;
   let token = sessionStorage.getItem(TOKEN_KEY);
   let apps = [];
   let csvAudience = null; // {columns, users} from the uploaded CSV
@@ -27,7 +37,277 @@
   // Everything tied to the view on screen; a new view bumps `gen` so late answers are dropped.
   const view = { gen: 0, timer: null };
 
-  // ---------- helpers ----------
+  // ---------- language ----------
+
+  function storedLang() {
+    try {
+      return localStorage.getItem(LANG_KEY);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // The saved choice, else the first of the browser's languages that the console speaks.
+  function initialLang() {
+    const saved = storedLang();
+    if (saved && I18N.catalogues[saved]) return saved;
+    for (const tag of navigator.languages || [navigator.language || '']) {
+      const base = String(tag).toLowerCase().split('-')[0];
+      if (I18N.catalogues[base]) return base;
+    }
+    return 'en';
+  }
+
+  let lang = initialLang();
+  const locale = () => I18N.locales[lang];
+  let plural = new Intl.PluralRules(locale());
+
+  const has = (key) => Object.prototype.hasOwnProperty.call(I18N.catalogues[lang], key);
+
+  function lookup(key, params) {
+    let v = I18N.catalogues[lang][key];
+    if (v === undefined) {
+      console.error('formpush console: no text for ' + key);
+      return key;
+    }
+    if (typeof v === 'object') {
+      const n = params && typeof params.n === 'number' ? params.n : 0;
+      v = v[plural.select(n)] ?? v.other;
+    }
+    return v;
+  }
+
+  // {name} in a text, but not the {{name}} of campaign data.
+  const PARAM = /(?<!\{)\{(\w+)\}(?!\})/g;
+
+  // A translatable text to be rendered later (a nested parameter, an error, a rule note).
+  const T = (key, params) => ({ i18n: key, params: params || {} });
+  const isT = (v) => v && typeof v === 'object' && typeof v.i18n === 'string';
+
+  class UiError extends Error {
+    constructor(key, params) {
+      super(key);
+      this.i18n = key;
+      this.params = params || {};
+    }
+  }
+
+  // The text of a message, as a string (for attributes, dialogs, the title).
+  function t(key, params) {
+    return lookup(key, params).replace(PARAM, (whole, name) => {
+      if (!params || !(name in params)) return whole;
+      const v = params[name];
+      if (isT(v)) return t(v.i18n, v.params);
+      if (v instanceof ApiError) return errorString(v);
+      if (typeof v === 'number') return fmtNum(v);
+      if (v instanceof Node) return v.textContent;
+      return String(v);
+    });
+  }
+
+  // The text of a message as nodes: its own words as text, each parameter as a node that
+  // says what it is (data: translate="no"; Intl output: data-l10n="intl").
+  function tn(key, params) {
+    const out = document.createDocumentFragment();
+    const text = lookup(key, params);
+    const re = new RegExp(PARAM.source, 'g');
+    let last = 0;
+    let m;
+    while ((m = re.exec(text))) {
+      if (!params || !(m[1] in params)) continue;
+      if (m.index > last) out.append(text.slice(last, m.index));
+      out.append(paramNode(params[m[1]]));
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) out.append(text.slice(last));
+    return out;
+  }
+
+  function paramNode(v) {
+    if (v instanceof Node) return v;
+    if (isT(v)) return tn(v.i18n, v.params);
+    if (v instanceof ApiError) return errorNodes(v);
+    if (typeof v === 'number') return intl('bdi', fmtNum(v));
+    return data(v);
+  }
+
+  // Data shown as it is, never translated.
+  function data(v, tag = 'bdi') {
+    const e = document.createElement(tag);
+    e.setAttribute('translate', 'no');
+    e.textContent = String(v);
+    return e;
+  }
+
+  function intl(tag, text) {
+    const e = document.createElement(tag);
+    e.setAttribute('data-l10n', 'intl');
+    e.textContent = text;
+    return e;
+  }
+
+  // Fills the page's static texts: data-i18n (text; children with data-slot are kept and
+  // put where the text names them), data-i18n-placeholder / -aria-label / -title.
+  function applyStatic(root = document) {
+    for (const e of root.querySelectorAll('[data-i18n]')) {
+      if (!e.slots) {
+        e.slots = {};
+        for (const s of e.querySelectorAll('[data-slot]')) e.slots[s.dataset.slot] = s;
+      }
+      e.replaceChildren(tn(e.dataset.i18n, e.slots));
+    }
+    for (const attr of ['placeholder', 'aria-label', 'title']) {
+      for (const e of root.querySelectorAll(`[data-i18n-${attr}]`)) {
+        e.setAttribute(attr, t(e.getAttribute(`data-i18n-${attr}`)));
+      }
+    }
+    document.documentElement.lang = locale();
+    const other = lang === 'zh' ? 'en' : 'zh';
+    const sw = $('lang-switch');
+    // The other language's name, in that language: the one a reader of it looks for.
+    sw.textContent = I18N.catalogues[other]['lang.name'];
+    sw.setAttribute('lang', I18N.locales[other]);
+    sw.setAttribute('aria-label', t('lang.switch_to', { name: I18N.catalogues[other]['lang.name'] }));
+    sw.dataset.to = other;
+  }
+
+  function setLang(next) {
+    if (!I18N.catalogues[next] || next === lang) return;
+    lang = next;
+    plural = new Intl.PluralRules(locale());
+    formats.clear();
+    try {
+      localStorage.setItem(LANG_KEY, next);
+    } catch (_) { /* private mode: the choice lasts as long as the page */ }
+    applyStatic();
+    // Redraw what is on screen in the new language (errors of the old view are dropped).
+    for (const e of document.querySelectorAll('.error')) showError(e, null);
+    if (flashed && !$('flash').hidden) $('flash').replaceChildren(tn(flashed.i18n, flashed.params));
+    rebuildKeywordRows();
+    route();
+  }
+
+  // ---------- formatting ----------
+
+  const formats = new Map();
+  function format(kind, zone, make) {
+    const key = kind + '|' + (zone || '');
+    if (!formats.has(key)) formats.set(key, make());
+    return formats.get(key);
+  }
+
+  const browserZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+
+  function fmtNum(n) {
+    return format('num', '', () => new Intl.NumberFormat(locale())).format(n);
+  }
+
+  function fmtCompact(n) {
+    return format('compact', '', () => new Intl.NumberFormat(locale(), { notation: 'compact' })).format(n);
+  }
+
+  function fmtPct(x) {
+    return format('pct', '', () => new Intl.NumberFormat(locale(), { style: 'percent', maximumFractionDigits: 1 })).format(x);
+  }
+
+  function dateFormat(zone, opts) {
+    const key = JSON.stringify(opts);
+    return format('date' + key, zone, () => {
+      try {
+        return new Intl.DateTimeFormat(locale(), { ...opts, timeZone: zone || undefined });
+      } catch (_) {
+        return new Intl.DateTimeFormat(locale(), opts);
+      }
+    });
+  }
+
+  const FULL = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' };
+
+  // A time in the zone (the current view's by default), as text.
+  function fmtTime(iso, zone = view.zone) {
+    if (!iso) return '—';
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return dateFormat(zone, FULL).format(d);
+  }
+
+  // A time as a <time> element (its UTC value in datetime), or a dash.
+  function timeNode(iso, zone = view.zone) {
+    if (!iso) return document.createTextNode('—');
+    const e = document.createElement('time');
+    e.dateTime = iso;
+    e.setAttribute('data-l10n', 'intl');
+    e.textContent = fmtTime(iso, zone);
+    return e;
+  }
+
+  // "GMT+8": the zone's offset at `at`.
+  function offsetName(zone, at = new Date()) {
+    const parts = dateFormat(zone, { timeZoneName: 'shortOffset' }).formatToParts(at);
+    return (parts.find((p) => p.type === 'timeZoneName') || {}).value || '';
+  }
+
+  const appOf = (appid) => apps.find((x) => x.appid === appid) || null;
+
+  // The zone an app's times are shown in: the app's own (the time zone of its quiet hours,
+  // the only zone GET /v1/apps gives), else the browser's.
+  function zoneOf(appid) {
+    const a = appOf(appid);
+    return (a && a.quiet_hours && a.quiet_hours.timezone) || browserZone();
+  }
+
+  function zoneNote(node, zone, key = 'zone.note') {
+    node.replaceChildren(tn(key, { zone: data(zone), offset: intl('bdi', offsetName(zone)) }));
+  }
+
+  function offsetString(d) {
+    const off = -d.getTimezoneOffset();
+    const sign = off >= 0 ? '+' : '-';
+    const abs = Math.abs(off);
+    return `${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
+  }
+
+  // datetime-local value (browser time) → RFC 3339 with the browser's UTC offset.
+  function localToRfc3339(value) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?/.exec(value || '');
+    if (!m) return null;
+    const d = new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+    if (Number.isNaN(d.getTime())) return null;
+    return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6] || '00'}${offsetString(d)}`;
+  }
+
+  // A value of a known set (a status, a kind) in the language; an unknown one as data.
+  function word(prefix, value) {
+    return has(prefix + value) ? T(prefix + value) : data(value);
+  }
+
+  function scheduleText(c) {
+    const s = c.schedule || {};
+    const tz = c.timezone || s.timezone || '';
+    switch (s.type) {
+      case 'now': return T('sched.now');
+      case 'at': return T('sched.at', { at: timeNode(s.at) });
+      case 'cron': return tz ? T('sched.cron_tz', { cron: s.cron, tz }) : T('sched.cron', { cron: s.cron });
+      default: return JSON.stringify(s);
+    }
+  }
+
+  // WeChat's {errcode, errmsg} (a campaign's last error), with what formpush knows of it.
+  function wechatError(e) {
+    if (!e || typeof e !== 'object') return String(e || '');
+    const known = errcodeName(e.errcode);
+    return known
+      ? T('wx.error_known', { code: String(e.errcode ?? '?'), name: known, msg: e.errmsg ?? '' })
+      : T('wx.error', { code: String(e.errcode ?? '?'), msg: e.errmsg ?? '' });
+  }
+
+  // What formpush's docs say an errcode means, if it is one they name.
+  function errcodeName(code) {
+    const key = 'errcode.' + code;
+    return code !== null && code !== undefined && has(key) ? T(key) : null;
+  }
+
+  // ---------- the API ----------
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -49,21 +329,52 @@
     try {
       resp = await fetch(path, init);
     } catch (e) {
-      throw new ApiError(0, 'network', 'cannot reach formpush (' + e.message + ')');
+      throw new ApiError(0, 'network', e.message);
     }
     const text = await resp.text();
-    let data = null;
+    let answer = null;
     if (text) {
-      try { data = JSON.parse(text); } catch (_) { data = null; }
+      try { answer = JSON.parse(text); } catch (_) { answer = null; }
     }
     if (!resp.ok) {
-      const message = (data && typeof data.message === 'string' && data.message) ||
-        'HTTP ' + resp.status + ' ' + resp.statusText;
-      const err = new ApiError(resp.status, (data && data.error) || 'http_' + resp.status, message);
-      if (resp.status === 401 && !login) signOut('Signed out: ' + message);
+      const message = (answer && typeof answer.message === 'string' && answer.message) ||
+        ('HTTP ' + resp.status + ' ' + resp.statusText).trim();
+      const err = new ApiError(resp.status, (answer && answer.error) || 'http_' + resp.status, message);
+      if (resp.status === 401 && !login) signOut(T('login.signed_out_because', { error: err }));
       throw err;
     }
-    return data;
+    return answer;
+  }
+
+  // A server error: what its code means, in the language (or that the code is new to the
+  // console), then the server's own words as data.
+  function errorNodes(e) {
+    const box = document.createDocumentFragment();
+    const key = 'err.' + e.code;
+    box.append(has(key) ? tn(key) : tn('err.unknown', { code: e.code, status: e.status || 0 }));
+    if (e.message) {
+      box.append(' ');
+      const detail = data(`(${e.code}: ${e.message})`, 'span');
+      detail.className = 'detail';
+      detail.lang = 'en';
+      box.append(detail);
+    }
+    return box;
+  }
+
+  function errorString(e) {
+    const key = 'err.' + e.code;
+    return (has(key) ? t(key) : t('err.unknown', { code: e.code, status: e.status || 0 })) +
+      (e.message ? ` (${e.code}: ${e.message})` : '');
+  }
+
+  // Any failure as nodes: a server error, the console's own (UiError), or another.
+  function failureNodes(e) {
+    if (e instanceof ApiError) return errorNodes(e);
+    if (isT(e)) return tn(e.i18n, e.params);
+    const box = document.createDocumentFragment();
+    box.append(tn('err.page'), ' ', data(String(e && e.message ? e.message : e), 'span'));
+    return box;
   }
 
   function el(tag, attrs, ...children) {
@@ -77,98 +388,59 @@
     }
     for (const c of children.flat()) {
       if (c === null || c === undefined || c === false) continue;
-      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+      if (isT(c)) e.append(tn(c.i18n, c.params));
+      else e.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
     return e;
   }
 
-  function showError(node, message) {
-    if (!message) {
+  // A table cell (or other element) holding data: never translated.
+  const cell = (value, attrs = {}) => el('td', { ...attrs, translate: 'no' }, value);
+  const numCell = (n) => el('td', { class: 'num' }, intl('span', fmtNum(Number(n) || 0)));
+
+  // Shows an error (ApiError, UiError, T(...)) in an error box; null hides it.
+  function showError(node, e) {
+    if (!e) {
       node.hidden = true;
-      node.textContent = '';
+      node.replaceChildren();
     } else {
-      node.textContent = message;
+      node.replaceChildren(failureNodes(e));
       node.hidden = false;
     }
   }
 
   let flashTimer = null;
-  function flash(message) {
+  let flashed = null; // the message on show, to say again after a language change
+  function flash(msg) {
     const f = $('flash');
-    f.textContent = message;
+    flashed = msg;
+    f.replaceChildren(tn(msg.i18n, msg.params));
     f.hidden = false;
     clearTimeout(flashTimer);
     flashTimer = setTimeout(() => { f.hidden = true; }, 4000);
   }
 
-  const pad = (n, w = 2) => String(n).padStart(w, '0');
-
-  function fmtTime(iso) {
-    if (!iso) return '—';
-    const d = new Date(iso);
-    if (Number.isNaN(d.getTime())) return String(iso);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  }
-
-  function offsetString(d) {
-    const off = -d.getTimezoneOffset();
-    const sign = off >= 0 ? '+' : '-';
-    const abs = Math.abs(off);
-    return `${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
-  }
-
-  // datetime-local value (browser time) → RFC 3339 with the browser's UTC offset.
-  function localToRfc3339(value) {
-    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?/.exec(value || '');
-    if (!m) return null;
-    const d = new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
-    if (Number.isNaN(d.getTime())) return null;
-    return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6] || '00'}${offsetString(d)}`;
-  }
-
-  function scheduleText(c) {
-    const s = c.schedule || {};
-    const tz = c.timezone || s.timezone || '';
-    switch (s.type) {
-      case 'now': return 'now';
-      case 'at': return 'at ' + fmtTime(s.at);
-      case 'cron': return `cron ${s.cron}${tz ? ' (' + tz + ')' : ''}`;
-      default: return JSON.stringify(s);
-    }
-  }
-
-  function errorText(e) {
-    if (!e) return '';
-    if (typeof e === 'string') return e;
-    if (typeof e === 'object' && ('errcode' in e || 'errmsg' in e)) {
-      return `errcode ${e.errcode ?? '?'}: ${e.errmsg ?? ''}`;
-    }
-    return JSON.stringify(e);
-  }
-
   function badge(status, testid) {
-    return el('span', { class: 'badge ' + status, 'data-testid': testid }, status);
+    return el('span', { class: 'badge ' + status, 'data-testid': testid }, word('status.', status));
   }
 
   function setProgress(bar, totals) {
-    const t = totals || {};
-    const targeted = Number(t.targeted) || 0;
-    const done = ['sent', 'failed', 'no_formid', 'no_quota']
-      .reduce((sum, k) => sum + (Number(t[k]) || 0), 0);
-    for (const k of ['sent', 'failed', 'no_formid', 'no_quota']) {
+    const tot = totals || {};
+    const targeted = Number(tot.targeted) || 0;
+    const done = OUTCOMES.reduce((sum, k) => sum + (Number(tot[k]) || 0), 0);
+    for (const k of OUTCOMES) {
       const seg = bar.querySelector('.seg.' + k);
-      const pct = targeted ? (100 * (Number(t[k]) || 0)) / targeted : 0;
+      const pct = targeted ? (100 * (Number(tot[k]) || 0)) / targeted : 0;
       if (seg) seg.style.width = pct.toFixed(2) + '%';
     }
     const pct = targeted ? Math.round((100 * done) / targeted) : 0;
     bar.setAttribute('aria-valuenow', String(pct));
-    bar.title = `${done} of ${targeted} done (${pct}%)`;
+    bar.title = t('progress.title', { done, targeted, pct });
   }
 
   function miniProgress(totals) {
     const bar = el('span', { class: 'mini progress' },
-      ['sent', 'failed', 'no_formid', 'no_quota'].map((k) => el('span', { class: 'seg ' + k })));
+      OUTCOMES.map((k) => el('span', { class: 'seg ' + k })));
     setProgress(bar, totals);
     return bar;
   }
@@ -208,14 +480,14 @@
         rowLine = line;
         continue;
       }
-      if (closedQuote) throw new Error(`line ${line}: unexpected text after a closing quote`);
+      if (closedQuote) throw new UiError('csv.after_quote', { line });
       if (c === '"') {
         if (field === '') { inQuotes = true; continue; }
-        throw new Error(`line ${line}: a quote inside an unquoted field (quote the whole field)`);
+        throw new UiError('csv.quote_inside', { line });
       }
       field += c;
     }
-    if (inQuotes) throw new Error(`line ${rowLine}: a quoted field is not closed`);
+    if (inQuotes) throw new UiError('csv.unclosed', { line: rowLine });
     if (field !== '' || closedQuote || row.length) {
       endField();
       rows.push({ line: rowLine, fields: row });
@@ -225,38 +497,33 @@
 
   function csvToAudience(text) {
     const rows = parseCsv(text);
-    if (!rows.length) throw new Error('the CSV file is empty');
+    if (!rows.length) throw new UiError('csv.empty');
     const header = rows[0].fields.map((h) => h.trim());
-    if ((header[0] || '').toLowerCase() !== 'openid') {
-      throw new Error('the first column of the header must be "openid" (header: openid,var1,var2,…)');
-    }
+    if ((header[0] || '').toLowerCase() !== 'openid') throw new UiError('csv.first_column');
     const columns = header.slice(1);
     const seenCols = new Set();
     for (const col of columns) {
-      if (!col) throw new Error('line 1: a column name is empty');
-      if (col.toLowerCase() === 'openid' || seenCols.has(col)) {
-        throw new Error(`line 1: column "${col}" appears twice`);
-      }
+      if (!col) throw new UiError('csv.empty_column');
+      if (col.toLowerCase() === 'openid' || seenCols.has(col)) throw new UiError('csv.column_twice', { col });
       seenCols.add(col);
     }
     const users = [];
     const seen = new Set();
     for (const { line, fields } of rows.slice(1)) {
       if (fields.length !== header.length) {
-        throw new Error(`line ${line}: expected ${header.length} fields, found ${fields.length}`);
+        throw new UiError('csv.field_count', { line, n: header.length, found: fields.length });
       }
       const openid = fields[0].trim();
-      if (!openid) throw new Error(`line ${line}: openid is empty`);
-      if (seen.has(openid)) throw new Error(`line ${line}: openid ${openid} appears twice`);
+      if (!openid) throw new UiError('csv.no_openid', { line });
+      if (seen.has(openid)) throw new UiError('csv.openid_twice', { line, openid });
       seen.add(openid);
       const vars = {};
       columns.forEach((col, i) => { vars[col] = fields[i + 1]; });
       users.push({ openid, vars });
     }
-    if (!users.length) throw new Error('the CSV file has a header but no users');
+    if (!users.length) throw new UiError('csv.no_users');
     return { columns, users };
   }
-
 
   // ---------- WeChat's value rules for subscribe data ----------
   // The same table as the server (docs/wechat.md, "Subscribe data value rules"): the server
@@ -348,33 +615,34 @@
       return isDecimal(rest) && rest.replace(/[^0-9]/g, '').length <= 10;
     }
 
-    // null when the value is accepted, else what the rule wants.
+    // null when the value is accepted, else what the rule wants (a T(...) text).
     function check(rule, value, values) {
       const chars = Array.from(value);
       const n = chars.length;
-      if (!n) return 'must not be empty';
+      if (!n) return T('rule.empty');
       const control = chars.find((c) => cls(c) === 'control');
       if (control) {
-        return 'must not contain control characters such as line breaks (found U+' +
-          control.codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + ')';
+        return T('rule.control', {
+          code: 'U+' + control.codePointAt(0).toString(16).toUpperCase().padStart(4, '0'),
+        });
       }
-      const longer = (max) => (n > max ? `at most ${max} characters, got ${n}` : null);
+      const longer = (max) => (n > max ? T('rule.longer', { max, n }) : null);
       const only = (allowed, what) => {
         const bad = chars.find((c) => !allowed.includes(cls(c)));
-        return bad ? `${what} only, not "${bad}"` : null;
+        return bad ? T('rule.only', { what: T(what), bad }) : null;
       };
       switch (rule) {
-        case 'thing': return longer(20) || only(['chinese', 'letter', 'digit', 'symbol'], 'Chinese, letters, digits or symbols');
-        case 'number': return longer(32) || (isDecimal(value) ? null : 'digits only, with at most one decimal point between them');
-        case 'letter': return longer(32) || only(['letter'], 'letters');
-        case 'symbol': return longer(5) || only(['symbol'], 'symbols');
-        case 'character_string': return longer(32) || only(['letter', 'digit', 'symbol'], 'letters, digits or symbols');
-        case 'phone_number': return longer(17) || only(['digit', 'symbol'], 'digits or symbols');
-        case 'phrase': return longer(5) || only(['chinese'], 'Chinese characters');
+        case 'thing': return longer(20) || only(['chinese', 'letter', 'digit', 'symbol'], 'rule.what_thing');
+        case 'number': return longer(32) || (isDecimal(value) ? null : T('rule.number'));
+        case 'letter': return longer(32) || only(['letter'], 'rule.what_letters');
+        case 'symbol': return longer(5) || only(['symbol'], 'rule.what_symbols');
+        case 'character_string': return longer(32) || only(['letter', 'digit', 'symbol'], 'rule.what_character_string');
+        case 'phone_number': return longer(17) || only(['digit', 'symbol'], 'rule.what_phone');
+        case 'phrase': return longer(5) || only(['chinese'], 'rule.what_chinese');
         case 'name': {
-          const bad = only(['chinese', 'letter', 'symbol'], 'Chinese characters, letters or symbols');
+          const bad = only(['chinese', 'letter', 'symbol'], 'rule.what_name');
           if (bad) return bad;
-          if (chars.some((c) => cls(c) === 'chinese')) return n > 10 ? `at most 10 characters when it holds Chinese, got ${n}` : null;
+          if (chars.some((c) => cls(c) === 'chinese')) return n > 10 ? T('rule.name_chinese', { n }) : null;
           return longer(20);
         }
         case 'car_number': {
@@ -384,21 +652,19 @@
             const k = cls(c);
             return k === 'letter' || k === 'digit' || (k === 'chinese' && (i === 0 || i === n - 1));
           });
-          return ok ? null : 'letters or digits, with Chinese only as the first or last character';
+          return ok ? null : T('rule.car_number');
         }
         case 'time': {
           const ms = momentRange(value);
-          return ms && ms.every((m) => m.time) ? null
-            : 'a 24-hour time (15:01 or 15:01:30), optionally after a date; two joined by ~ for a range';
+          return ms && ms.every((m) => m.time) ? null : T('rule.time');
         }
         case 'date': {
           const ms = momentRange(value);
-          return ms && ms.every((m) => m.date) ? null
-            : 'a date (2019年10月1日, 2019-10-01, 2019/10/01, 2019.10.01, 2019-10 or 10-01), optionally with a 24-hour time; two joined by ~ for a range';
+          return ms && ms.every((m) => m.date) ? null : T('rule.date');
         }
-        case 'amount': return isAmount(value) ? null
-          : 'one currency symbol, then at most 10 digits (a decimal point allowed), optionally ending in 元';
-        case 'enum': return !values || !values.length || values.includes(value) ? null : 'one of ' + values.join(', ');
+        case 'amount': return isAmount(value) ? null : T('rule.amount');
+        case 'enum': return !values || !values.length || values.includes(value) ? null
+          : T('rule.enum', { values: values.join(', ') });
         default: return null;
       }
     }
@@ -477,8 +743,10 @@
     view.gen++;
     clearTimeout(view.timer);
     view.timer = null;
+    view.zone = browserZone();
     for (const v of VIEWS) $('view-' + v).hidden = v !== name;
     $('nav').hidden = name === 'login';
+    document.title = t('title.console');
     return view.gen;
   }
 
@@ -498,6 +766,12 @@
     else showDashboard();
   }
 
+  // The app list, read once per sign-in (or when a view needs it and it is empty).
+  async function ensureApps() {
+    if (!apps.length) apps = (await api('GET', '/v1/apps')).items || [];
+    return apps;
+  }
+
   function signOut(message) {
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
@@ -507,13 +781,20 @@
     picked = null;
     // Leave nothing of the signed-in session in the page.
     for (const id of ['apps', 'campaigns-body', 'runs-body', 'deliveries-body', 'cf-csv-preview',
-      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows']) {
+      'keys-body', 'messages-body', 'cf-keyword-rows', 'cf-preview-rows', 'pv-samples',
+      'pv-problems-body', 'ts-body']) {
       $(id).replaceChildren();
     }
+    lastPreview = null;
+    $('pv').hidden = true;
+    testSend.id = null;
+    testSend.results = null;
+    $('ts-openids').value = '';
+    for (const id of CHARTS) Charts.clear($(id));
     closeKeyDialog();
     $('campaign-form').reset();
     $('token-input').value = '';
-    showError($('login-error'), message || '');
+    showError($('login-error'), message || null);
     if (location.hash && location.hash !== '#/') history.replaceState(null, '', '#/');
     show('login');
   }
@@ -525,7 +806,7 @@
     const input = $('token-input');
     const given = input.value.trim();
     if (!given) {
-      showError($('login-error'), 'enter the admin token');
+      showError($('login-error'), T('login.enter_token'));
       return;
     }
     const button = ev.submitter || $('login-form').querySelector('button');
@@ -536,18 +817,19 @@
       apps = r.items || [];
       sessionStorage.setItem(TOKEN_KEY, given);
       input.value = '';
-      showError($('login-error'), '');
+      showError($('login-error'), null);
       route();
     } catch (e) {
       token = null;
-      showError($('login-error'), e.message);
+      showError($('login-error'), e);
       input.select();
     } finally {
       button.disabled = false;
     }
   });
 
-  $('signout').addEventListener('click', () => signOut('Signed out.'));
+  $('signout').addEventListener('click', () => signOut(T('login.signed_out')));
+  $('lang-switch').addEventListener('click', () => setLang($('lang-switch').dataset.to));
 
   // ---------- dashboard ----------
 
@@ -559,8 +841,8 @@
   function fillAppSelects() {
     const filter = $('campaigns-app');
     const chosen = filter.value;
-    filter.replaceChildren(el('option', { value: '' }, 'all apps'),
-      apps.map((a) => el('option', { value: a.appid }, a.appid)));
+    filter.replaceChildren(el('option', { value: '' }, T('dash.all_apps')),
+      ...apps.map((a) => el('option', { value: a.appid, translate: 'no' }, a.appid)));
     if (apps.some((a) => a.appid === chosen)) filter.value = chosen;
     const formSelect = $('cf-appid');
     const formChosen = formSelect.value;
@@ -568,45 +850,60 @@
     if (apps.some((a) => a.appid === formChosen)) formSelect.value = formChosen;
   }
 
+  // The dashboard's times: one zone if every app has the same, else each row says its own.
+  function dashboardZones() {
+    const zones = [...new Set(apps.map((a) => zoneOf(a.appid)))];
+    if (zones.length <= 1) {
+      view.zone = zones[0] || browserZone();
+      zoneNote($('dash-zone'), view.zone);
+    } else {
+      $('dash-zone').replaceChildren(tn('zone.per_app'));
+    }
+  }
+
   async function loadApps(gen) {
-    showError($('apps-error'), '');
+    showError($('apps-error'), null);
     let r;
     try {
       r = await api('GET', '/v1/apps');
     } catch (e) {
-      if (gen === view.gen) showError($('apps-error'), e.message);
+      if (gen === view.gen) showError($('apps-error'), e);
       return;
     }
     if (gen !== view.gen) return;
     apps = r.items || [];
     fillAppSelects();
+    dashboardZones();
     const box = $('apps');
     if (!apps.length) {
-      box.replaceChildren(el('p', { class: 'muted' },
-        'No app is registered yet: PUT /v1/apps/{appid} or set WECHAT_APPID and WECHAT_SECRET.'));
+      box.replaceChildren(el('p', { class: 'muted' }, T('dash.no_apps', {
+        put: data('PUT /v1/apps/{appid}', 'code'), vars: data('WECHAT_APPID, WECHAT_SECRET', 'code'),
+      })));
       return;
     }
     box.replaceChildren(...apps.map((a) => {
       const stats = el('dl', { class: 'stats', 'data-testid': 'app-stats' },
-        STAT_LABELS.map(([key, label]) => el('div', null,
-          el('dt', null, label),
+        STATS.map((key) => el('div', null,
+          el('dt', null, T('stat.' + key)),
           el('dd', { 'data-testid': 'stat-' + key, 'data-stat': key }, '…'))));
       const card = el('article', { class: 'app', 'data-testid': 'app-card', 'data-appid': a.appid },
-        el('h3', { 'data-testid': 'app-appid' }, a.appid),
-        el('div', { class: 'meta' },
-          `send rate ${a.send_rate_per_sec}/s · token API ${a.token_api} · push token ${a.has_token ? 'set' : 'not set'}` +
-          ` · AES key ${a.has_encoding_aes_key ? 'set' : 'not set'}`),
+        el('h3', { 'data-testid': 'app-appid', translate: 'no' }, a.appid),
+        el('div', { class: 'meta' }, T('app.meta', {
+          rate: a.send_rate_per_sec, api: a.token_api,
+          token: T(a.has_token ? 'common.set' : 'common.not_set'),
+          aes: T(a.has_encoding_aes_key ? 'common.set' : 'common.not_set'),
+        })),
         stats,
         el('p', { class: 'error', 'data-testid': 'app-stats-error', hidden: true }),
         el('div', { class: 'actions' },
-          el('a', { class: 'button', href: '#/new?appid=' + encodeURIComponent(a.appid) }, 'New campaign'),
+          el('a', { class: 'button', href: '#/new?appid=' + encodeURIComponent(a.appid) }, T('nav.new_campaign')),
           el('a', {
             class: 'button', href: '#/apps/' + encodeURIComponent(a.appid), 'data-testid': 'app-keys-link',
-          }, 'Keys & messages'),
+          }, T('app.open')),
           el('button', {
             type: 'button',
             onclick: () => { $('campaigns-app').value = a.appid; loadCampaigns(view.gen); },
-          }, 'Show campaigns')));
+          }, T('app.show_campaigns'))));
       loadStats(gen, a.appid, card);
       return card;
     }));
@@ -616,16 +913,17 @@
     try {
       const s = await api('GET', '/v1/apps/' + encodeURIComponent(appid) + '/stats');
       if (gen !== view.gen) return;
-      for (const [key] of STAT_LABELS) {
-        card.querySelector(`[data-stat="${key}"]`).textContent = String(s[key] ?? '—');
+      for (const key of STATS) {
+        const dd = card.querySelector(`[data-stat="${key}"]`);
+        dd.replaceChildren(s[key] === undefined ? '—' : intl('span', fmtNum(s[key])));
       }
     } catch (e) {
-      if (gen === view.gen) showError(card.querySelector('[data-testid="app-stats-error"]'), e.message);
+      if (gen === view.gen) showError(card.querySelector('[data-testid="app-stats-error"]'), e);
     }
   }
 
   async function loadCampaigns(gen) {
-    showError($('campaigns-error'), '');
+    showError($('campaigns-error'), null);
     const appid = $('campaigns-app').value;
     const q = new URLSearchParams({ limit: '100' });
     if (appid) q.set('appid', appid);
@@ -633,26 +931,32 @@
     try {
       r = await api('GET', '/v1/campaigns?' + q);
     } catch (e) {
-      if (gen === view.gen) showError($('campaigns-error'), e.message);
+      if (gen === view.gen) showError($('campaigns-error'), e);
       return;
     }
     if (gen !== view.gen) return;
     const items = r.items || [];
     $('campaigns-empty').hidden = items.length > 0;
+    const oneZone = new Set(apps.map((a) => zoneOf(a.appid))).size <= 1;
     $('campaigns-body').replaceChildren(...items.map((c) => {
       const href = '#/campaigns/' + encodeURIComponent(c.id);
-      const t = c.totals || {};
+      const tot = c.totals || {};
+      const zone = zoneOf(c.appid);
+      const created = timeNode(c.created_at, zone);
       return el('tr', {
         class: 'clickable', 'data-testid': 'campaign-row', 'data-id': c.id,
         onclick: (ev) => { if (ev.target.tagName !== 'A') location.hash = href; },
       },
-      el('td', null, el('a', { href, 'data-testid': 'campaign-link' }, c.name)),
-      el('td', { class: 'mono' }, c.appid),
-      el('td', null, c.kind),
-      el('td', null, badge(c.status, 'campaign-status')),
+      el('td', null, el('a', { href, 'data-testid': 'campaign-link', translate: 'no' }, c.name)),
+      cell(c.appid, { class: 'mono' }),
+      el('td', null, word('kind.', c.kind)),
+      el('td', null, badge(c.status, 'campaign-status'), c.held_until
+        ? el('div', { class: 'muted small', 'data-testid': 'campaign-held' }, T('dash.held', { time: timeNode(c.held_until, zone) }),
+          oneZone ? null : [' ', data(zone, 'span')])
+        : null),
       el('td', null, scheduleText(c)),
-      el('td', null, miniProgress(t), `${t.sent ?? 0} / ${t.targeted ?? 0}`),
-      el('td', null, fmtTime(c.created_at)));
+      el('td', null, miniProgress(tot), T('dash.progress', { sent: tot.sent ?? 0, targeted: tot.targeted ?? 0 })),
+      el('td', null, created, oneZone ? null : [' ', data(zone, 'span')]));
     }));
   }
 
@@ -672,33 +976,36 @@
     $('cf-keywords').hidden = !filling;
     $('cf-data').readOnly = filling;
     $('cf-template-id').readOnly = filling;
-    $('cf-data-hint').textContent = filling
-      ? '(generated from the keywords above)'
-      : '(JSON; {{name}} is filled from the audience\'s variables; built-ins {{openid}}, {{date}}, {{datetime}})';
+    const code = (s) => data(s, 'code');
+    $('cf-data-hint').replaceChildren(filling ? tn('cf.data_hint_generated') : tn('cf.data_hint', {
+      name: code('{{name}}'), openid: code('{{openid}}'), date: code('{{date}}'), datetime: code('{{datetime}}'),
+    }));
     const audience = radio('audience');
     form.querySelector('.audience-openids').hidden = audience !== 'openids';
     form.querySelector('.audience-csv').hidden = audience !== 'csv';
     const schedule = radio('schedule');
     form.querySelector('.schedule-at').hidden = schedule !== 'at';
     form.querySelector('.schedule-cron').hidden = schedule !== 'cron';
-    $('cf-at-zone').textContent = '(your browser time, UTC' + offsetString(new Date()) + ')';
+    $('cf-at-zone').replaceChildren(tn('cf.at_zone', { offset: 'UTC' + offsetString(new Date()) }));
+    showCsvName();
   }
 
   async function showNew(appid) {
     const gen = show('new');
-    showError($('cf-error'), '');
+    document.title = t('title.view', { view: T('nav.new_campaign') });
+    showError($('cf-error'), null);
     syncForm();
-    if (!apps.length) {
-      try {
-        apps = (await api('GET', '/v1/apps')).items || [];
-      } catch (e) {
-        if (gen === view.gen) showError($('cf-error'), e.message);
-        return;
-      }
-      if (gen !== view.gen) return;
+    try {
+      await ensureApps();
+    } catch (e) {
+      if (gen === view.gen) showError($('cf-error'), e);
+      return;
     }
+    if (gen !== view.gen) return;
     fillAppSelects();
     if (appid && apps.some((a) => a.appid === appid)) $('cf-appid').value = appid;
+    showQuietNote();
+    if (lastPreview) renderPreview();
     $('cf-name').focus();
     await loadTemplates(gen);
   }
@@ -710,13 +1017,15 @@
     const status = $('cf-template-status');
     if (!appid) return;
     if (sync || !synced.has(appid)) {
-      status.textContent = sync ? 'Reading the templates from WeChat…' : '';
+      status.replaceChildren(sync ? tn('cf.syncing') : '');
       try {
         const path = `/v1/apps/${encodeURIComponent(appid)}/templates`;
         const r = sync ? await api('POST', path + ':sync') : await api('GET', path);
         synced.set(appid, r.items || []);
       } catch (e) {
-        if (gen === view.gen) status.textContent = (sync ? 'Sync failed: ' : '') + e.message;
+        if (gen === view.gen) {
+          status.replaceChildren(sync ? tn('cf.sync_failed', { error: e }) : errorNodes(e));
+        }
         return;
       }
     }
@@ -728,35 +1037,49 @@
     const items = synced.get($('cf-appid').value) || [];
     const select = $('cf-template-pick');
     const chosen = picked ? picked.template_id : select.value;
-    select.replaceChildren(el('option', { value: '' }, '— none: type the template ID —'),
-      ...items.map((t) => el('option', { value: t.template_id },
-        `${t.title} · ${t.type === 3 ? 'long-term' : 'one-time'} · ${t.template_id.slice(0, 10)}…`)));
-    const still = items.find((t) => t.template_id === chosen);
+    // An option holds text only: the template's title (data) with the words around it.
+    select.replaceChildren(el('option', { value: '' }, T('cf.pick_none')),
+      ...items.map((tpl) => el('option', { value: tpl.template_id, translate: 'no' },
+        t('cf.pick_option', {
+          title: tpl.title, type: T(tpl.type === 3 ? 'tpl.long_term' : 'tpl.one_time'),
+          id: tpl.template_id.slice(0, 10) + '…',
+        }))));
+    const still = items.find((tpl) => tpl.template_id === chosen);
     select.value = still ? chosen : '';
-    const newest = items.reduce((a, t) => (!a || t.synced_at > a ? t.synced_at : a), null);
-    $('cf-template-status').textContent = items.length
-      ? `${items.length} template${items.length === 1 ? '' : 's'}, synced ${fmtTime(newest)}`
-      : 'No synced template: sync to read the app\'s templates from WeChat.';
+    const newest = items.reduce((a, tpl) => (!a || tpl.synced_at > a ? tpl.synced_at : a), null);
+    $('cf-template-status').replaceChildren(items.length
+      ? tn('cf.templates_synced', { n: items.length, time: timeNode(newest) })
+      : tn('cf.no_templates'));
     pickTemplate(still || null);
   }
 
-  function pickTemplate(t) {
-    const same = picked && t && picked.template_id === t.template_id;
-    picked = t;
-    if (t && !same) {
-      $('cf-template-id').value = t.template_id;
-      $('cf-keyword-rows').replaceChildren(...t.keywords.map(keywordRow));
+  function pickTemplate(tpl) {
+    const same = picked && tpl && picked.template_id === tpl.template_id;
+    picked = tpl;
+    if (tpl && !same) {
+      $('cf-template-id').value = tpl.template_id;
+      $('cf-keyword-rows').replaceChildren(...tpl.keywords.map(keywordRow));
       $('cf-preview-app').textContent = $('cf-appid').value;
-      $('cf-preview-title').textContent = t.title;
+      $('cf-preview-title').textContent = tpl.title;
     }
-    if (!t) $('cf-keyword-rows').replaceChildren();
+    if (!tpl) $('cf-keyword-rows').replaceChildren();
+    syncForm();
+    refreshKeywords();
+  }
+
+  // After a language change: the keyword rows again, in the new language, values kept.
+  function rebuildKeywordRows() {
+    if (!picked) return;
+    const values = keywordData();
+    $('cf-keyword-rows').replaceChildren(...picked.keywords.map(keywordRow));
+    for (const [key, v] of Object.entries(values)) $('kw-' + key).value = v.value;
     syncForm();
     refreshKeywords();
   }
 
   // The example line of a keyword: WeChat's example has one "label:value" line per keyword.
-  function exampleOf(t, label) {
-    for (const line of (t.example || '').split('\n')) {
+  function exampleOf(tpl, label) {
+    for (const line of (tpl.example || '').split('\n')) {
       const m = /^(.*?)[:：](.*)$/.exec(line.trim());
       if (m && m[1].trim() === label) return m[2].trim();
     }
@@ -765,16 +1088,18 @@
 
   function keywordRow(k) {
     const example = exampleOf(picked, k.label);
-    const rule = k.rule === 'enum' ? `enum: ${(k.values || []).join(' / ')}` : k.rule;
+    const rule = k.rule === 'enum'
+      ? T('kw.enum', { values: (k.values || []).join(' / ') })
+      : data(k.rule, 'span');
     const input = el('input', {
       id: 'kw-' + k.key, 'data-testid': 'kw-input', 'data-key': k.key, spellcheck: 'false',
-      placeholder: example ? 'e.g. ' + example : '', oninput: refreshKeywords,
+      placeholder: example ? t('kw.example', { example }) : '', oninput: refreshKeywords,
       list: k.rule === 'enum' ? 'kw-values-' + k.key : null,
     });
     return el('div', { class: 'kw', 'data-testid': 'kw-row', 'data-key': k.key },
       el('div', { class: 'kw-head' },
-        el('label', { for: 'kw-' + k.key }, k.label || k.key),
-        el('span', { class: 'kw-rule' }, el('code', null, k.key), ' ', rule)),
+        el('label', { for: 'kw-' + k.key, translate: 'no' }, k.label || k.key),
+        el('span', { class: 'kw-rule' }, data(k.key, 'code'), ' ', rule)),
       input,
       k.rule === 'enum' ? el('datalist', { id: 'kw-values-' + k.key },
         (k.values || []).map((v) => el('option', { value: v }))) : null,
@@ -793,11 +1118,11 @@
   }
 
   function keywordData() {
-    const data = {};
+    const out = {};
     for (const k of picked ? picked.keywords : []) {
-      data[k.key] = { value: $('kw-' + k.key).value };
+      out[k.key] = { value: $('kw-' + k.key).value };
     }
-    return data;
+    return out;
   }
 
   // Checks every keyword as typed (literal values) or as the sample user gets it
@@ -816,30 +1141,30 @@
       const cut = policy === 'truncate' ? Rules.truncate(k.rule, value) : value;
       const problem = Rules.check(k.rule, cut, k.values);
       const note = form.querySelector(`[data-testid="kw-note"][data-key="${k.key}"]`);
-      let text = '';
+      let text = null;
       let tone = '';
       if (!raw) {
-        text = 'required';
+        text = T('kw.required');
       } else if (problem) {
-        text = perUser ? `for ${user.openid}: ${problem} (that user would not be sent to)` : problem;
+        text = perUser ? T('kw.problem_for', { openid: user.openid, problem }) : problem;
         tone = perUser ? 'warn' : 'bad';
       } else if (cut !== value) {
-        text = `cut to ${Array.from(cut).length} characters when sent`;
+        text = T('kw.cut', { n: Array.from(cut).length });
       } else if (perUser) {
-        text = 'checked for each user before their grant is spent';
+        text = T('kw.per_user');
       }
-      note.textContent = text;
+      note.replaceChildren(text ? tn(text.i18n, text.params) : '');
       note.className = 'kw-note' + (tone ? ' ' + tone : '');
       $('kw-' + k.key).classList.toggle('invalid', Boolean(raw) && Boolean(problem) && !perUser);
       value = cut;
       rows.push(el('div', { 'data-testid': 'preview-row', 'data-key': k.key },
-        el('dt', null, k.label || k.key),
-        el('dd', { class: problem ? 'bad' : null, 'data-testid': 'preview-value' }, value || '—')));
+        el('dt', { translate: 'no' }, k.label || k.key),
+        el('dd', { class: problem ? 'bad' : null, 'data-testid': 'preview-value', translate: 'no' }, value || '—')));
     }
     $('cf-preview-rows').replaceChildren(...rows);
-    $('cf-preview-for').textContent = `As ${user.openid} will see it:`;
+    $('cf-preview-for').replaceChildren(tn('cf.preview_for', { openid: user.openid }));
     $('cf-data').value = JSON.stringify(keywordData(), null, 2);
-    showError($('cf-data-error'), '');
+    showError($('cf-data-error'), null);
   }
 
   // The first problem with a literal value: the server would refuse the campaign for it.
@@ -847,18 +1172,19 @@
     const policy = $('cf-data-policy').value;
     for (const k of picked.keywords) {
       const raw = $('kw-' + k.key).value;
-      if (!raw) return `${k.label || k.key} (${k.key}) is required`;
+      const label = k.label || k.key;
+      if (!raw) return new UiError('kw.missing', { label, key: k.key });
       if (hasPlaceholder(raw)) continue;
       const value = policy === 'truncate' ? Rules.truncate(k.rule, raw) : raw;
       const problem = Rules.check(k.rule, value, k.values);
-      if (problem) return `${k.label || k.key} (${k.key}, rule ${k.rule}): ${problem}`;
+      if (problem) return new UiError('kw.invalid', { label, key: k.key, rule: k.rule, problem });
     }
     return null;
   }
 
   $('cf-template-pick').addEventListener('change', () => {
     const items = synced.get($('cf-appid').value) || [];
-    pickTemplate(items.find((t) => t.template_id === $('cf-template-pick').value) || null);
+    pickTemplate(items.find((tpl) => tpl.template_id === $('cf-template-pick').value) || null);
   });
   $('cf-template-sync').addEventListener('click', async () => {
     const button = $('cf-template-sync');
@@ -871,6 +1197,7 @@
   });
   $('cf-appid').addEventListener('change', () => {
     picked = null;
+    showQuietNote();
     loadTemplates(view.gen);
   });
   for (const id of ['cf-data-policy', 'cf-timezone', 'cf-openids']) {
@@ -878,32 +1205,32 @@
   }
 
   function parseData() {
-    let data;
+    let parsed;
     try {
-      data = JSON.parse($('cf-data').value);
+      parsed = JSON.parse($('cf-data').value);
     } catch (e) {
-      throw new Error('data is not valid JSON: ' + e.message);
+      throw new UiError('cf.data_not_json', { error: e.message });
     }
-    if (!data || typeof data !== 'object' || Array.isArray(data)) {
-      throw new Error('data must be a JSON object like {"keyword1": {"value": "..."}}');
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new UiError('cf.data_not_object', { example: '{"keyword1": {"value": "..."}}' });
     }
-    const keys = Object.keys(data);
-    if (!keys.length) throw new Error('data must name at least one keyword');
+    const keys = Object.keys(parsed);
+    if (!keys.length) throw new UiError('cf.data_empty');
     for (const k of keys) {
-      const entry = data[k];
+      const entry = parsed[k];
       if (!entry || typeof entry !== 'object' || typeof entry.value !== 'string') {
-        throw new Error(`data.${k} must be an object with a string "value"`);
+        throw new UiError('cf.data_entry', { key: 'data.' + k });
       }
     }
-    return data;
+    return parsed;
   }
 
   $('cf-data').addEventListener('input', () => {
     try {
       parseData();
-      showError($('cf-data-error'), '');
+      showError($('cf-data-error'), null);
     } catch (e) {
-      showError($('cf-data-error'), e.message);
+      showError($('cf-data-error'), e);
     }
   });
 
@@ -912,7 +1239,7 @@
     if (!aud) {
       table.replaceChildren();
       table.hidden = true;
-      $('cf-csv-summary').textContent = '';
+      $('cf-csv-summary').replaceChildren();
       return;
     }
     const shown = aud.users.slice(0, 5);
@@ -921,24 +1248,31 @@
       el('tbody', null, shown.map((u) => el('tr', null,
         el('td', { class: 'mono' }, u.openid), aud.columns.map((c) => el('td', null, u.vars[c]))))));
     table.hidden = false;
-    const cols = aud.columns.length ? aud.columns.map((c) => '{{' + c + '}}').join(', ') : 'none';
-    $('cf-csv-summary').textContent =
-      `${aud.users.length} user${aud.users.length === 1 ? '' : 's'}; variables: ${cols}` +
-      (aud.users.length > shown.length ? ` (first ${shown.length} shown)` : '');
+    const vars = aud.columns.length ? aud.columns.map((c) => '{{' + c + '}}').join(', ') : T('common.none');
+    const summary = T('cf.csv_summary', { n: aud.users.length, vars });
+    $('cf-csv-summary').replaceChildren(aud.users.length > shown.length
+      ? tn('cf.csv_summary_first', { summary, shown: shown.length })
+      : tn(summary.i18n, summary.params));
+  }
+
+  function showCsvName() {
+    const file = $('cf-csv').files[0];
+    $('cf-csv-name').replaceChildren(file ? data(file.name, 'span') : tn('cf.csv_none'));
   }
 
   $('cf-csv').addEventListener('change', async () => {
     const file = $('cf-csv').files[0];
+    showCsvName();
     csvAudience = null;
     renderCsvPreview(null);
-    showError($('cf-audience-error'), '');
+    showError($('cf-audience-error'), null);
     if (!file) return;
     try {
       csvAudience = csvToAudience(await file.text());
       renderCsvPreview(csvAudience);
       refreshKeywords();
     } catch (e) {
-      showError($('cf-audience-error'), `${file.name}: ${e.message}`);
+      showError($('cf-audience-error'), isT(e) ? T('cf.csv_error', { file: file.name, error: e }) : e);
     }
   });
 
@@ -953,19 +1287,19 @@
         return { type: 'all' };
       case 'openids': {
         const openids = $('cf-openids').value.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
-        if (!openids.length) throw new Error('paste at least one openid, one per line');
+        if (!openids.length) throw new UiError('cf.no_openids');
         const seen = new Set();
         for (const o of openids) {
-          if (seen.has(o)) throw new Error(`openid ${o} appears twice`);
+          if (seen.has(o)) throw new UiError('cf.openid_twice', { openid: o });
           seen.add(o);
         }
         return { type: 'openids', openids };
       }
       case 'csv':
-        if (!csvAudience) throw new Error('choose a CSV file with the header openid,var1,var2,…');
+        if (!csvAudience) throw new UiError('cf.no_csv', { header: data('openid,var1,var2,…', 'code') });
         return { type: 'users', users: csvAudience.users };
       default:
-        throw new Error('choose an audience');
+        throw new UiError('cf.no_audience');
     }
   }
 
@@ -975,12 +1309,12 @@
     switch (radio('schedule')) {
       case 'at': {
         const at = localToRfc3339($('cf-at').value);
-        if (!at) throw new Error('choose the date and time to send at');
+        if (!at) throw new UiError('cf.no_at');
         return { type: 'at', at, ...tz };
       }
       case 'cron': {
         const cron = $('cf-cron').value.trim();
-        if (!cron) throw new Error('enter a cron expression (6 fields, seconds first), e.g. 0 0 9 * * Mon');
+        if (!cron) throw new UiError('cf.no_cron', { example: '0 0 9 * * Mon' });
         return { type: 'cron', cron, ...tz };
       }
       default:
@@ -996,14 +1330,14 @@
       kind,
       template_id: $('cf-template-id').value.trim(),
     };
-    if (!body.appid) throw new Error('choose an app');
-    if (!body.name) throw new Error('enter a name');
-    if (!body.template_id) throw new Error('enter the template ID');
+    if (!body.appid) throw new UiError('cf.no_app');
+    if (!body.name) throw new UiError('cf.no_name');
+    if (!body.template_id) throw new UiError('cf.no_template_id');
     const page = $('cf-page').value.trim();
     if (page) body.page = page;
     if (kind === 'subscribe' && picked) {
       const problem = keywordProblem();
-      if (problem) throw new Error(problem);
+      if (problem) throw problem;
       body.data = keywordData();
     } else {
       body.data = parseData();
@@ -1019,17 +1353,18 @@
     }
     body.audience = buildAudience();
     body.schedule = buildSchedule();
+    if ($('cf-ignore-quiet').checked) body.ignore_quiet_hours = true;
     return body;
   }
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    showError($('cf-error'), '');
+    showError($('cf-error'), null);
     let body;
     try {
       body = buildCampaign();
     } catch (e) {
-      showError($('cf-error'), e.message);
+      showError($('cf-error'), e);
       return;
     }
     const button = form.querySelector('button[type="submit"]');
@@ -1037,87 +1372,374 @@
     try {
       const c = await api('POST', '/v1/campaigns', body);
       form.reset();
+      lastPreview = null;
+      $('pv').hidden = true;
       csvAudience = null;
       renderCsvPreview(null);
       pickTemplate(null);
-      flash(`Campaign "${c.name}" created.`);
+      flash(T('cf.created', { name: c.name }));
       location.hash = '#/campaigns/' + encodeURIComponent(c.id);
     } catch (e) {
-      showError($('cf-error'), e.message);
+      showError($('cf-error'), e);
     } finally {
       button.disabled = false;
     }
   });
 
+  // ---------- the campaign form's preview (POST /v1/campaigns:preview) ----------
+
+  // The preview on show: the server's answer, the body it was asked for, the synced
+  // template then picked, and whether the form changed since. Drawn again in another
+  // language.
+  let lastPreview = null;
+
+  // An app's quiet hours as "22:00–08:00 (Asia/Shanghai)".
+  const quietText = (q) => T('hy.quiet_window', { start: q.start, end: q.end, zone: q.timezone });
+
+  function showQuietNote() {
+    const a = appOf($('cf-appid').value);
+    const q = a && a.quiet_hours;
+    $('cf-quiet-note').replaceChildren(q ? tn('cf.quiet_note', { window: quietText(q) }) : tn('cf.quiet_none'));
+  }
+
+  // Whether the first run was moved to the end of the app's quiet hours: it starts exactly
+  // when they end (the API gives no other sign of it).
+  function movedByQuietHours(firstRunAt, body) {
+    const q = (appOf(body.appid) || {}).quiet_hours;
+    if (!q || body.ignore_quiet_hours || !firstRunAt) return false;
+    const local = localParts(new Date(firstRunAt), q.timezone);
+    return `${local.hour}:${local.minute}:${local.second}` === `${q.end}:00`;
+  }
+
+  function sampleCard(sample, body, tpl) {
+    const label = (key) => {
+      const k = tpl && tpl.keywords.find((x) => x.key === key);
+      return (k && k.label) || key;
+    };
+    // The keywords in the order of the form (the template's), not the answer's.
+    const rendered = sample.data || {};
+    const keys = [...new Set([...Object.keys(body.data || {}), ...Object.keys(rendered)])]
+      .filter((key) => key in rendered);
+    return el('article', { class: 'wx-card', 'data-testid': 'pv-sample', 'data-openid': sample.openid },
+      el('header', { class: 'wx-card-app' }, el('span', { class: 'wx-card-icon', 'aria-hidden': 'true' }),
+        data(body.appid, 'span')),
+      el('p', { class: 'sample-for' }, T('pv.sample_for', { openid: sample.openid })),
+      el('h3', { translate: 'no' }, tpl ? tpl.title : body.template_id),
+      el('dl', { class: 'wx-card-rows' }, keys.map((key) => {
+        const entry = rendered[key];
+        return el('div', { 'data-testid': 'pv-sample-row', 'data-key': key },
+          el('dt', { translate: 'no' }, label(key)),
+          el('dd', { translate: 'no', 'data-testid': 'pv-sample-value' },
+            entry && typeof entry.value === 'string' ? entry.value : JSON.stringify(entry)));
+      })),
+      el('footer', { class: 'wx-card-foot' }, el('span', null, T('preview.open')), el('span', { 'aria-hidden': 'true' }, '›')));
+  }
+
+  function renderPreview() {
+    const { answer: p, body, tpl, stale } = lastPreview;
+    const zone = zoneOf(body.appid);
+    $('pv').hidden = false;
+    $('pv-stale').hidden = !stale;
+    $('pv-first-run').replaceChildren(p.first_run_at
+      ? tn(movedByQuietHours(p.first_run_at, body) ? 'pv.first_run_quiet' : 'pv.first_run',
+        { time: timeNode(p.first_run_at, zone), zone })
+      : tn('pv.never'));
+    const willSend = Math.max(0, p.reachable - p.capped);
+    const numbers = { audience: p.audience, reachable: p.reachable, no_credit: p.no_credit, capped: p.capped };
+    for (const [k, n] of Object.entries(numbers)) $('pv-' + k).replaceChildren(intl('span', fmtNum(n)));
+    $('pv-will-send').replaceChildren(intl('span', fmtNum(willSend)));
+    const width = (n) => (p.audience ? (100 * n) / p.audience : 0).toFixed(2) + '%';
+    const bar = $('pv-bar');
+    bar.querySelector('.seg.sent').style.width = width(willSend);
+    bar.querySelector('.seg.capped').style.width = width(p.capped);
+    bar.querySelector('.seg.no_formid').style.width = width(p.no_credit);
+    $('pv-samples').replaceChildren(...p.samples.map((sm) => sampleCard(sm, body, tpl)));
+    $('pv-no-samples').hidden = p.samples.length > 0;
+    $('pv-problems-body').replaceChildren(...p.problems.map((pr) => el('tr', { 'data-testid': 'pv-problem', 'data-openid': pr.openid },
+      cell(pr.openid, { class: 'mono', 'data-testid': 'pv-problem-openid' }),
+      el('td', { class: 'wrap' }, T('pv.problem', { what: errcodeName(pr.error) || pr.error, message: pr.message })))));
+    $('pv-problems-wrap').hidden = p.problems.length === 0;
+    $('pv-no-problems').hidden = p.problems.length > 0;
+  }
+
+  // Any change to the form after a preview: the preview no longer says what it would do.
+  function previewStale() {
+    if (!lastPreview || lastPreview.stale) return;
+    lastPreview.stale = true;
+    $('pv-stale').hidden = false;
+  }
+  form.addEventListener('input', previewStale);
+  form.addEventListener('change', previewStale);
+
+  $('cf-preview-run').addEventListener('click', async () => {
+    showError($('cf-error'), null);
+    let body;
+    try {
+      body = buildCampaign();
+    } catch (e) {
+      showError($('cf-error'), e);
+      return;
+    }
+    const gen = view.gen;
+    const button = $('cf-preview-run');
+    button.disabled = true;
+    $('pv-busy').replaceChildren(tn('pv.busy'));
+    const tpl = body.kind === 'subscribe' && picked ? picked : null;
+    try {
+      const answer = await api('POST', '/v1/campaigns:preview', body);
+      if (gen !== view.gen) return;
+      lastPreview = { answer, body, tpl, stale: false };
+      renderPreview();
+    } catch (e) {
+      if (gen !== view.gen) return;
+      previewStale();
+      showError($('cf-error'), e);
+    } finally {
+      button.disabled = false;
+      $('pv-busy').replaceChildren();
+    }
+  });
+
+  // ---------- charts ----------
+
+  const SERIES = ['sent', 'failed', 'no_formid', 'no_quota', 'capped'];
+  const CHARTS = ['chart-expiring', 'chart-ingestion', 'chart-timeline', 'chart-outcomes'];
+
+  function chartFormat() {
+    return { fmt: fmtNum, compact: fmtCompact, pct: fmtPct };
+  }
+
+  // A local date ("2026-12-01", as the API gives days) in the language, with its weekday.
+  function fmtDay(date, opts) {
+    const [y, m, d] = date.split('-').map(Number);
+    return dateFormat('UTC', opts).format(new Date(Date.UTC(y, m - 1, d, 12)));
+  }
+
+  function drawExpiring(answer) {
+    const days = answer.days || [];
+    const f = chartFormat();
+    Charts.bars($('chart-expiring'), {
+      ...f,
+      testid: 'expiring-svg',
+      ariaLabel: t('chart.expiring_aria', { zone: answer.timezone }),
+      emptyText: t('chart.empty'),
+      series: [{ key: 'formids', label: t('chart.series_formids'), cls: 'credits' }],
+      buckets: days.map((d, i) => ({
+        label: i === 0 ? t('chart.today') : { text: fmtDay(d.date, { month: 'numeric', day: 'numeric' }), intl: true },
+        title: t('chart.expiring_bar', {
+          day: i === 0 ? T('chart.today') : fmtDay(d.date, { weekday: 'short', month: 'short', day: 'numeric' }),
+          n: d.formids,
+        }),
+        values: { formids: d.formids },
+        highlight: i === 0,
+      })),
+    });
+    const total = days.reduce((s, d) => s + d.formids, 0);
+    $('chart-expiring-note').replaceChildren(tn('chart.expiring_note', {
+      n: total, today: days.length ? days[0].formids : 0, grants: answer.grants,
+      zone: answer.timezone, offset: intl('bdi', offsetName(answer.timezone)),
+    }));
+  }
+
+  function drawIngestion(answer) {
+    const zone = answer.timezone;
+    const hours = answer.hours || [];
+    const hourOf = (iso) => Number(dateFormat(zone, { hour: 'numeric', hourCycle: 'h23' })
+      .formatToParts(new Date(iso)).find((p) => p.type === 'hour').value);
+    const f = chartFormat();
+    Charts.bars($('chart-ingestion'), {
+      ...f,
+      testid: 'ingestion-svg',
+      ariaLabel: t('chart.ingestion_aria', { zone }),
+      emptyText: t('chart.empty'),
+      series: [{ key: 'formids', label: t('chart.series_formids'), cls: 'credits' }],
+      buckets: hours.map((h) => {
+        const hour = hourOf(h.start);
+        // Midnight shows the date; every third hour its time.
+        let label = null;
+        if (hour === 0) label = { text: dateFormat(zone, { month: 'numeric', day: 'numeric' }).format(new Date(h.start)), intl: true };
+        else if (hour % 3 === 0) label = { text: dateFormat(zone, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(new Date(h.start)), intl: true };
+        return {
+          label,
+          title: t('chart.ingestion_bar', { from: fmtTime(h.start, zone), n: h.formids }),
+          values: { formids: h.formids },
+        };
+      }),
+    });
+    $('chart-ingestion-note').replaceChildren(tn('chart.ingestion_note', {
+      n: answer.total, hours: hours.length, zone, offset: intl('bdi', offsetName(zone)),
+    }));
+  }
+
+  // Nominal bucket width as "10 seconds", "1 day" in the language.
+  function fmtWidth(secs) {
+    const units = [[604800, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+    const [size, unit] = units.find(([s]) => secs % s === 0);
+    return format('unit-' + unit, '', () => new Intl.NumberFormat(locale(), {
+      style: 'unit', unit, unitDisplay: 'long',
+    })).format(secs / size);
+  }
+
+  function drawTimeline(answer, kind) {
+    const zone = answer.timezone;
+    const width = answer.bucket_secs || 0;
+    const f = chartFormat();
+    const labelOpts = width >= 86400 ? { month: 'numeric', day: 'numeric' }
+      : width >= 60 ? { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }
+        : { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' };
+    const shown = SERIES.filter((k) => k in (answer.outcomes || {}));
+    const series = shown.map((k) => ({ key: k, label: t('status.' + k), cls: k }));
+    Charts.bars($('chart-timeline'), {
+      ...f,
+      testid: 'timeline-svg',
+      legend: true,
+      emptyWhenZero: true,
+      ariaLabel: t('chart.timeline_aria', { zone }),
+      emptyText: t('chart.timeline_empty'),
+      series,
+      buckets: (answer.buckets || []).map((b) => ({
+        label: { text: dateFormat(zone, labelOpts).format(new Date(b.start)), intl: true },
+        title: t('chart.timeline_bar', {
+          from: fmtTime(b.start, zone),
+          counts: shown.filter((k) => b[k]).map((k) => t('chart.count_of', { what: T('status.' + k), n: b[k] }))
+            .join(t('common.list_sep')) || t('chart.nothing'),
+        }),
+        values: b,
+      })),
+    });
+    $('chart-timeline-note').replaceChildren(width
+      ? tn('chart.timeline_note', { width: intl('bdi', fmtWidth(width)), zone, offset: intl('bdi', offsetName(zone)) })
+      : tn('chart.timeline_no_run'));
+    drawOutcomes(answer, kind);
+  }
+
+  // Sent, no credit, failed by errcode, capped: one bar each.
+  function drawOutcomes(answer, kind) {
+    const o = answer.outcomes || {};
+    const rows = [{ key: 'sent', label: t('status.sent'), value: o.sent || 0, cls: 'sent' }];
+    const noCredit = kind === 'subscribe' ? 'no_quota' : 'no_formid';
+    for (const k of [noCredit, noCredit === 'no_quota' ? 'no_formid' : 'no_quota']) {
+      if (k === noCredit || o[k]) rows.push({ key: k, label: t('chart.no_credit', { what: T('status.' + k) }), value: o[k] || 0, cls: k });
+    }
+    for (const e of answer.failed_by_errcode || []) {
+      const code = e.errcode === null || e.errcode === undefined ? '—' : String(e.errcode);
+      const name = errcodeName(e.errcode);
+      rows.push({
+        key: 'failed:' + code,
+        label: name ? t('chart.failed_code_named', { code, name }) : t('chart.failed_code', { code }),
+        value: e.count, cls: 'failed',
+      });
+    }
+    if (answer.failed_other) rows.push({ key: 'failed:other', label: t('chart.failed_other'), value: answer.failed_other, cls: 'failed' });
+    // The frequency cap's outcome, when the server reports it.
+    if ('capped' in o) rows.push({ key: 'capped', label: t('status.capped'), value: o.capped || 0, cls: 'capped' });
+    Charts.breakdown($('chart-outcomes'), {
+      ...chartFormat(),
+      testid: 'outcomes-svg',
+      ariaLabel: t('chart.outcomes_aria'),
+      emptyText: t('chart.outcomes_empty'),
+      rows,
+    });
+  }
+
   // ---------- one campaign ----------
 
   const deliveries = { id: null, next: null, pages: 0 };
   let current = null; // the campaign on screen
+  const timeline = { at: 0, busy: false, status: null };
 
   async function showCampaign(id) {
     const gen = show('campaign');
     current = null;
     for (const k of ['cv-name', 'cv-id', 'cv-app', 'cv-kind', 'cv-template', 'cv-status',
-      'cv-schedule', 'cv-next-run', 'cv-created', 'cv-pause-reason', 'cv-live']) $(k).textContent = '';
+      'cv-schedule', 'cv-next-run', 'cv-created', 'cv-pause-reason', 'cv-quiet', 'cv-live', 'cv-zone',
+      'chart-timeline-note']) $(k).replaceChildren();
+    Charts.clear($('chart-timeline'));
+    Charts.clear($('chart-outcomes'));
     for (const k of TOTALS) $('cv-' + k).textContent = '0';
     setProgress($('cv-progress'), {});
-    showError($('cv-error'), '');
-    showError($('cv-last-error'), '');
+    for (const k of ['cv-error', 'cv-last-error', 'chart-timeline-error']) showError($(k), null);
     $('runs-body').replaceChildren();
     $('deliveries-body').replaceChildren();
     $('deliveries-more').hidden = true;
     deliveries.id = id;
+    if (testSend.id !== id) {
+      testSend.id = id;
+      testSend.results = null;
+      $('ts-openids').value = '';
+    }
+    showError($('ts-error'), null);
+    $('ts-busy').replaceChildren();
+    renderTestResults();
+    $('cv-held').hidden = true;
+    timeline.at = 0;
+    timeline.status = null;
+    try {
+      await ensureApps();
+    } catch (_) { /* the campaign's own answer shows the error */ }
+    if (gen !== view.gen) return;
     await tick(gen, id, true);
   }
 
   function renderCampaign(c) {
     current = c;
+    view.zone = zoneOf(c.appid);
+    zoneNote($('cv-zone'), view.zone);
     $('cv-name').textContent = c.name;
     $('cv-id').textContent = c.id;
     $('cv-app').textContent = c.appid;
-    $('cv-kind').textContent = c.kind;
-    $('cv-template').textContent = 'template ' + c.template_id;
+    $('cv-kind').replaceChildren(el('span', null, word('kind.', c.kind)));
+    $('cv-template').replaceChildren(tn('cv.template', { id: c.template_id }));
     const status = $('cv-status');
-    status.textContent = c.status;
+    status.replaceChildren(el('span', null, word('status.', c.status)));
     status.className = 'badge ' + c.status;
-    const t = c.totals || {};
-    for (const k of TOTALS) $('cv-' + k).textContent = String(t[k] ?? 0);
-    setProgress($('cv-progress'), t);
-    $('cv-schedule').textContent = scheduleText(c);
-    $('cv-next-run').textContent = fmtTime(c.next_run_at);
-    $('cv-created').textContent = fmtTime(c.created_at);
-    $('cv-pause-reason').textContent = c.status === 'paused'
-      ? (c.pause_reason || '—') + (c.resume_at ? ' · resumes ' + fmtTime(c.resume_at) : '')
-      : '—';
-    showError($('cv-last-error'), c.last_error ? 'Last error: ' + errorText(c.last_error) : '');
-    document.title = c.name + ' · formpush admin';
+    status.dataset.status = c.status;
+    const tot = c.totals || {};
+    for (const k of TOTALS) $('cv-' + k).replaceChildren(intl('span', fmtNum(tot[k] ?? 0)));
+    setProgress($('cv-progress'), tot);
+    $('cv-schedule').replaceChildren(el('span', null, scheduleText(c)));
+    $('cv-next-run').replaceChildren(timeNode(c.next_run_at));
+    $('cv-created').replaceChildren(timeNode(c.created_at));
+    $('cv-pause-reason').replaceChildren(c.status !== 'paused' ? '—'
+      : el('span', null, c.pause_reason ? word('pause.', c.pause_reason) : '—',
+        c.resume_at ? tn('cv.resumes', { time: timeNode(c.resume_at) }) : null));
+    showError($('cv-last-error'), c.last_error ? T('cv.last_error', { error: wechatError(c.last_error) }) : null);
+    const quiet = (appOf(c.appid) || {}).quiet_hours;
+    $('cv-quiet').replaceChildren(el('span', null, c.ignore_quiet_hours ? T('cv.quiet_ignored')
+      : quiet ? T('cv.quiet_kept', { window: quietText(quiet) }) : T('cv.quiet_none')));
+    // A run holding its deliveries, or a cron firing waiting, for the app's quiet hours.
+    $('cv-held').hidden = !c.held_until;
+    $('cv-held').replaceChildren(c.held_until ? tn('cv.held', { time: timeNode(c.held_until) }) : '');
+    document.title = t('title.view', { view: c.name });
   }
 
   function renderRuns(items) {
     $('runs-empty').hidden = items.length > 0;
     $('runs-body').replaceChildren(...items.map((r) => {
-      const t = r.totals || {};
+      const tot = r.totals || {};
       return el('tr', { 'data-testid': 'run-row', 'data-id': r.id },
-        el('td', null, fmtTime(r.scheduled_for)),
-        el('td', null, badge(r.status, 'run-status')),
-        TOTALS.map((k) => el('td', { class: 'num' }, String(t[k] ?? 0))),
-        el('td', null, fmtTime(r.finished_at)));
+        el('td', null, timeNode(r.scheduled_for)),
+        el('td', null, badge(r.status, 'run-status'), r.held_until
+          ? el('div', { class: 'muted small', 'data-testid': 'run-held' }, T('run.held', { time: timeNode(r.held_until) }))
+          : null),
+        TOTALS.map((k) => numCell(tot[k] ?? 0)),
+        el('td', null, timeNode(r.finished_at)));
     }));
   }
 
   function deliveryRow(d) {
     return el('tr', { 'data-testid': 'delivery-row', 'data-openid': d.openid, 'data-status': d.status },
-      el('td', { class: 'mono', 'data-testid': 'delivery-openid' }, d.openid),
+      cell(d.openid, { class: 'mono', 'data-testid': 'delivery-openid' }),
       el('td', null, badge(d.status, 'delivery-status')),
-      el('td', { class: 'mono' }, d.form_id || '—'),
-      el('td', { class: 'num' }, d.errcode === null || d.errcode === undefined ? '—' : String(d.errcode)),
-      el('td', null, d.errmsg || '—'),
-      el('td', { class: 'num' }, String(d.attempts ?? 0)),
-      el('td', null, fmtTime(d.updated_at)));
+      cell(d.form_id || '—', { class: 'mono' }),
+      cell(d.errcode === null || d.errcode === undefined ? '—' : String(d.errcode), { class: 'num' }),
+      cell(d.errmsg || '—'),
+      numCell(d.attempts ?? 0),
+      el('td', null, timeNode(d.updated_at)));
   }
 
   async function loadDeliveries(gen, id, more) {
-    showError($('deliveries-error'), '');
+    showError($('deliveries-error'), null);
     const q = new URLSearchParams({ limit: '50' });
     const status = $('deliveries-status').value;
     if (status) q.set('status', status);
@@ -1126,7 +1748,7 @@
     try {
       r = await api('GET', `/v1/campaigns/${encodeURIComponent(id)}/deliveries?${q}`);
     } catch (e) {
-      if (gen === view.gen) showError($('deliveries-error'), e.message);
+      if (gen === view.gen) showError($('deliveries-error'), e);
       return;
     }
     if (gen !== view.gen) return;
@@ -1143,6 +1765,29 @@
     $('deliveries-empty').hidden = $('deliveries-body').children.length > 0;
   }
 
+  // The timeline: on first sight, then at most every TIMELINE_EVERY_MS while the campaign
+  // sends, and once more when it stops.
+  async function loadTimeline(gen, c, force) {
+    const settled = timeline.status !== null && !ACTIVE.includes(timeline.status) && !ACTIVE.includes(c.status);
+    const due = force || (!settled && (Date.now() - timeline.at >= TIMELINE_EVERY_MS ||
+      (ACTIVE.includes(timeline.status) && !ACTIVE.includes(c.status))));
+    if (!due || timeline.busy) return;
+    timeline.busy = true;
+    timeline.at = Date.now();
+    timeline.status = c.status;
+    try {
+      const q = new URLSearchParams({ timezone: view.zone });
+      const answer = await api('GET', `/v1/campaigns/${encodeURIComponent(c.id)}/timeline?${q}`);
+      if (gen !== view.gen) return;
+      showError($('chart-timeline-error'), null);
+      drawTimeline(answer, c.kind);
+    } catch (e) {
+      if (gen === view.gen) showError($('chart-timeline-error'), e);
+    } finally {
+      timeline.busy = false;
+    }
+  }
+
   // One refresh of the campaign view; re-arms itself every second while the campaign is
   // scheduled or running.
   async function tick(gen, id, first) {
@@ -1156,7 +1801,7 @@
       ]);
     } catch (e) {
       if (gen !== view.gen) return;
-      showError($('cv-error'), e.message);
+      showError($('cv-error'), e);
       if (e.status === 404 || e.status === 401) return;
       view.timer = setTimeout(() => tick(gen, id, first), 2000);
       return;
@@ -1166,35 +1811,40 @@
     renderRuns(runs.items || []);
     const changed = !before || before.status !== c.status ||
       JSON.stringify(before.totals) !== JSON.stringify(c.totals);
-    if (first || (changed && deliveries.pages <= 1)) await loadDeliveries(gen, id, false);
+    await Promise.all([
+      first || (changed && deliveries.pages <= 1) ? loadDeliveries(gen, id, false) : null,
+      loadTimeline(gen, c, first),
+    ]);
     if (gen !== view.gen) return;
     if (ACTIVE.includes(c.status)) {
-      $('cv-live').textContent = 'live · updated ' + fmtTime(new Date().toISOString()).slice(11);
+      $('cv-live').replaceChildren(tn('cv.live', {
+        time: intl('span', dateFormat(view.zone, { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).format(new Date())),
+      }));
       view.timer = setTimeout(() => tick(gen, id, false), 1000);
     } else {
-      $('cv-live').textContent = FINAL.includes(c.status) ? 'finished' : '';
+      $('cv-live').replaceChildren(FINAL.includes(c.status) ? tn('cv.finished') : '');
     }
   }
 
   async function transition(action) {
     if (!current) return;
-    if (action === 'cancel' && !window.confirm(`Cancel campaign "${current.name}"? This cannot be undone.`)) return;
+    if (action === 'cancel' && !window.confirm(t('cv.confirm_cancel', { name: current.name }))) return;
     const gen = view.gen;
     const id = current.id;
-    showError($('cv-error'), '');
+    showError($('cv-error'), null);
     const buttons = ['cv-pause', 'cv-resume', 'cv-cancel'].map($);
     buttons.forEach((b) => { b.disabled = true; });
     try {
       const c = await api('POST', `/v1/campaigns/${encodeURIComponent(id)}/${action}`);
       if (gen !== view.gen) return;
-      flash({ pause: 'Paused.', resume: 'Resumed.', cancel: 'Cancelled.' }[action]);
+      flash(T('cv.done_' + action));
       renderCampaign(c);
       // Restart the live refresh; an older refresh still in flight sees the new gen and stops.
       clearTimeout(view.timer);
       const next = ++view.gen;
       await tick(next, id, false);
     } catch (e) {
-      if (gen === view.gen) showError($('cv-error'), e.message);
+      if (gen === view.gen) showError($('cv-error'), e);
     } finally {
       buttons.forEach((b) => { b.disabled = false; });
     }
@@ -1215,7 +1865,71 @@
     }
   });
 
-  // ---------- one app: API keys and triggered messages ----------
+  // ---------- a campaign's test send (POST /v1/campaigns/{id}/test) ----------
+
+  // The last test send's results, kept while its campaign is on screen (and drawn again in
+  // another language).
+  const testSend = { id: null, results: null };
+
+  function errcodeCell(code) {
+    if (code === null || code === undefined) return cell('—', { 'data-testid': 'ts-errcode' });
+    const name = errcodeName(code);
+    return el('td', { 'data-testid': 'ts-errcode' }, data(String(code)),
+      name ? [' ', el('span', { class: 'muted' }, T('ts.errcode_name', { name }))] : null);
+  }
+
+  function renderTestResults() {
+    const results = testSend.results;
+    $('ts-results-wrap').hidden = !results;
+    $('ts-summary').hidden = !results;
+    if (!results) {
+      $('ts-body').replaceChildren();
+      $('ts-summary').replaceChildren();
+      return;
+    }
+    const sent = results.filter((r) => r.status === 'sent').length;
+    $('ts-summary').replaceChildren(tn('ts.summary', { sent, n: results.length }));
+    $('ts-body').replaceChildren(...results.map((r) => el('tr', {
+      'data-testid': 'ts-row', 'data-openid': r.openid, 'data-status': r.status,
+    },
+    cell(r.openid, { class: 'mono', 'data-testid': 'ts-openid' }),
+    el('td', null, badge(r.status, 'ts-status')),
+    errcodeCell(r.errcode),
+    cell(r.errmsg || '—', { class: 'wrap', 'data-testid': 'ts-errmsg' }))));
+  }
+
+  $('ts-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!current) return;
+    const id = current.id;
+    showError($('ts-error'), null);
+    const openids = $('ts-openids').value.split(/[\s,，、]+/).filter(Boolean);
+    if (!openids.length) {
+      showError($('ts-error'), T('ts.no_openids', { max: MAX_TEST_USERS }));
+      return;
+    }
+    if (openids.length > MAX_TEST_USERS) {
+      showError($('ts-error'), T('ts.too_many', { max: MAX_TEST_USERS, n: openids.length }));
+      return;
+    }
+    const button = $('ts-form').querySelector('button[type="submit"]');
+    button.disabled = true;
+    $('ts-busy').replaceChildren(tn('ts.sending'));
+    const here = () => current && current.id === id && !$('view-campaign').hidden;
+    try {
+      const r = await api('POST', `/v1/campaigns/${encodeURIComponent(id)}/test`, { openids });
+      testSend.id = id;
+      testSend.results = r.results || [];
+      if (here()) renderTestResults();
+    } catch (e) {
+      if (here()) showError($('ts-error'), e);
+    } finally {
+      button.disabled = false;
+      $('ts-busy').replaceChildren();
+    }
+  });
+
+  // ---------- one app: pool charts, API keys and triggered messages ----------
 
   const appView = { appid: null, next: null };
   const appPath = () => '/v1/apps/' + encodeURIComponent(appView.appid);
@@ -1225,13 +1939,27 @@
     appView.appid = appid;
     appView.next = null;
     $('av-appid').textContent = appid;
-    $('av-meta').textContent = '';
-    for (const id of ['av-error', 'keys-error', 'messages-error']) showError($(id), '');
-    $('keys-body').replaceChildren();
-    $('messages-body').replaceChildren();
+    $('av-meta').replaceChildren();
+    for (const id of ['av-error', 'keys-error', 'messages-error', 'chart-expiring-error', 'chart-ingestion-error',
+      'hy-error']) {
+      showError($(id), null);
+    }
+    for (const id of ['keys-body', 'messages-body', 'chart-expiring-note', 'chart-ingestion-note',
+      'hy-cap-now', 'hy-quiet-now']) {
+      $(id).replaceChildren();
+    }
+    Charts.clear($('chart-expiring'));
+    Charts.clear($('chart-ingestion'));
     $('messages-more').hidden = true;
-    document.title = appid + ' · formpush admin';
-    await Promise.all([loadAppMeta(gen), loadKeys(gen), loadMessages(gen, false)]);
+    document.title = t('title.view', { view: appid });
+    try {
+      await ensureApps();
+    } catch (_) { /* the app's own answer shows the error */ }
+    if (gen !== view.gen) return;
+    view.zone = zoneOf(appid);
+    zoneNote($('av-zone'), view.zone);
+    await Promise.all([loadAppMeta(gen), loadExpiring(gen), loadIngestion(gen), loadKeys(gen),
+      loadMessages(gen, false)]);
   }
 
   async function loadAppMeta(gen) {
@@ -1239,45 +1967,186 @@
     try {
       a = await api('GET', appPath());
     } catch (e) {
-      if (gen === view.gen) showError($('av-error'), e.message);
+      if (gen === view.gen) showError($('av-error'), e);
       return;
     }
     if (gen !== view.gen) return;
-    $('av-meta').textContent = `send rate ${a.send_rate_per_sec}/s · ` +
-      (a.webhook_url ? `webhook ${a.webhook_url}` : 'no webhook (set webhook_url with PUT /v1/apps/{appid})');
+    remember(a);
+    $('av-meta').replaceChildren(tn(a.webhook_url ? 'av.meta_webhook' : 'av.meta_no_webhook', {
+      rate: a.send_rate_per_sec, url: a.webhook_url || '', field: data('webhook_url', 'code'),
+      put: data('PUT /v1/apps/{appid}', 'code'),
+    }));
+    renderHygiene(a);
   }
 
+  // An app as the API just gave it replaces the one in the app list.
+  function remember(a) {
+    const i = apps.findIndex((x) => x.appid === a.appid);
+    const { webhook_secret: _, ...shown } = a;
+    if (i >= 0) apps[i] = shown;
+    else apps.push(shown);
+  }
+
+  // ---------- an app's frequency cap and quiet hours ----------
+
+  const UNITS = [86400, 3600, 60, 1];
+
+  function renderHygiene(a) {
+    const cap = a.frequency_cap;
+    const quiet = a.quiet_hours;
+    $('hy-cap-now').replaceChildren(cap
+      ? tn('hy.cap_now', { n: cap.max, window: intl('bdi', fmtWidth(cap.per_secs)) })
+      : tn('hy.cap_none'));
+    $('hy-quiet-now').replaceChildren(quiet ? tn('hy.quiet_now', { window: quietText(quiet) }) : tn('hy.quiet_none'));
+    // The form starts from what is stored; a window shows in the largest unit that divides it.
+    const secs = cap ? cap.per_secs : 86400;
+    const unit = UNITS.find((u) => secs % u === 0);
+    $('hy-cap-on').checked = Boolean(cap);
+    $('hy-cap-max').value = cap ? String(cap.max) : '';
+    $('hy-cap-per').value = String(secs / unit);
+    $('hy-cap-unit').value = String(unit);
+    $('hy-quiet-on').checked = Boolean(quiet);
+    $('hy-quiet-start').value = quiet ? quiet.start : '';
+    $('hy-quiet-end').value = quiet ? quiet.end : '';
+    $('hy-quiet-zone').value = quiet ? quiet.timezone : view.zone;
+    syncHygiene();
+  }
+
+  // A part switched off has its fields greyed out (the box in its legend stays usable).
+  function syncHygiene() {
+    $('hy-cap-on').closest('fieldset').disabled = !$('hy-cap-on').checked;
+    $('hy-quiet-on').closest('fieldset').disabled = !$('hy-quiet-on').checked;
+  }
+
+  let zonesListed = false;
+  function listZones() {
+    if (zonesListed) return;
+    zonesListed = true;
+    let zones = [];
+    try {
+      zones = Intl.supportedValuesOf('timeZone');
+    } catch (_) { /* an older browser: the field takes any name, the server checks it */ }
+    $('hy-zones').replaceChildren(...zones.map((z) => el('option', { value: z })));
+  }
+
+  const wholeNumber = (v) => (/^\s*[0-9]+\s*$/.test(v) ? Number(v) : null);
+
+  // "9:00" → "09:00" (the API takes HH:MM); anything else goes to the server as typed.
+  function clockValue(v) {
+    const text = v.trim().replace('：', ':');
+    return /^[0-9]:[0-9]{2}$/.test(text) ? '0' + text : text;
+  }
+
+  // The PUT body: both settings, null for a part switched off (which removes it).
+  function buildHygiene() {
+    const body = { frequency_cap: null, quiet_hours: null };
+    if ($('hy-cap-on').checked) {
+      const max = wholeNumber($('hy-cap-max').value);
+      const per = wholeNumber($('hy-cap-per').value);
+      if (max === null || per === null) throw new UiError('hy.cap_numbers');
+      body.frequency_cap = { max, per_secs: per * Number($('hy-cap-unit').value) };
+    }
+    if ($('hy-quiet-on').checked) {
+      const start = clockValue($('hy-quiet-start').value);
+      const end = clockValue($('hy-quiet-end').value);
+      const timezone = $('hy-quiet-zone').value.trim();
+      if (!start || !end || !timezone) throw new UiError('hy.quiet_fields');
+      body.quiet_hours = { start, end, timezone };
+    }
+    return body;
+  }
+
+  $('hy-cap-on').addEventListener('change', () => {
+    if ($('hy-cap-on').checked && !$('hy-cap-max').value) $('hy-cap-max').value = '1';
+    syncHygiene();
+  });
+  $('hy-quiet-on').addEventListener('change', () => {
+    if ($('hy-quiet-on').checked) listZones();
+    syncHygiene();
+  });
+  $('hy-quiet-zone').addEventListener('focus', listZones);
+
+  $('hy-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError($('hy-error'), null);
+    let body;
+    try {
+      body = buildHygiene();
+    } catch (e) {
+      showError($('hy-error'), e);
+      return;
+    }
+    const gen = view.gen;
+    const appid = appView.appid;
+    const button = $('hy-form').querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      // No secret: an update keeps the stored one.
+      remember(await api('PUT', appPath(), body));
+      flash(T('hy.saved', { appid }));
+      // The app's zone may have changed with its quiet hours: every time on the page follows.
+      if (gen === view.gen) await showApp(appid);
+    } catch (e) {
+      if (gen === view.gen) showError($('hy-error'), e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  async function loadExpiring(gen) {
+    try {
+      const q = new URLSearchParams({ days: '8', timezone: view.zone });
+      const answer = await api('GET', `${appPath()}/stats/expiring?${q}`);
+      if (gen === view.gen) drawExpiring(answer);
+    } catch (e) {
+      if (gen === view.gen) showError($('chart-expiring-error'), e);
+    }
+  }
+
+  async function loadIngestion(gen) {
+    showError($('chart-ingestion-error'), null);
+    try {
+      const q = new URLSearchParams({ hours: $('ingestion-hours').value, timezone: view.zone });
+      const answer = await api('GET', `${appPath()}/stats/ingestion?${q}`);
+      if (gen === view.gen) drawIngestion(answer);
+    } catch (e) {
+      if (gen === view.gen) showError($('chart-ingestion-error'), e);
+    }
+  }
+
+  $('ingestion-hours').addEventListener('change', () => loadIngestion(view.gen));
+
   async function loadKeys(gen) {
-    showError($('keys-error'), '');
+    showError($('keys-error'), null);
     let r;
     try {
       r = await api('GET', appPath() + '/keys');
     } catch (e) {
-      if (gen === view.gen) showError($('keys-error'), e.message);
+      if (gen === view.gen) showError($('keys-error'), e);
       return;
     }
     if (gen !== view.gen) return;
     const items = r.items || [];
     $('keys-empty').hidden = items.length > 0;
     $('keys-body').replaceChildren(...items.map((k) => el('tr', { 'data-testid': 'key-row', 'data-id': k.id },
-      el('td', { 'data-testid': 'key-name' }, k.name),
-      el('td', null, (k.scopes || []).join(', ')),
-      el('td', { class: 'mono', 'data-testid': 'key-prefix' }, k.prefix + '…'),
-      el('td', null, fmtTime(k.created_at)),
-      el('td', null, fmtTime(k.last_used_at)),
+      cell(k.name, { 'data-testid': 'key-name' }),
+      el('td', null, (k.scopes || []).flatMap((s, i) => [i ? t('common.list_sep') : null, el('span', null, word('scope.', s))])),
+      cell(k.prefix + '…', { class: 'mono', 'data-testid': 'key-prefix' }),
+      el('td', null, timeNode(k.created_at)),
+      el('td', null, timeNode(k.last_used_at)),
       el('td', null, el('button', {
         type: 'button', class: 'danger', 'data-testid': 'key-revoke', onclick: () => revokeKey(k),
-      }, 'Revoke')))));
+      }, T('keys.revoke'))))));
   }
 
   async function revokeKey(k) {
-    if (!window.confirm(`Revoke the key "${k.name}" (${k.prefix}…)? Backends using it get 401 at once.`)) return;
+    if (!window.confirm(t('keys.confirm_revoke', { name: k.name, prefix: k.prefix + '…' }))) return;
     const gen = view.gen;
     try {
       await api('DELETE', `${appPath()}/keys/${encodeURIComponent(k.id)}`);
-      flash(`Key "${k.name}" revoked.`);
+      flash(T('keys.revoked', { name: k.name }));
     } catch (e) {
-      if (gen === view.gen) showError($('keys-error'), e.message);
+      if (gen === view.gen) showError($('keys-error'), e);
       return;
     }
     await loadKeys(gen);
@@ -1285,15 +2154,15 @@
 
   $('key-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    showError($('keys-error'), '');
+    showError($('keys-error'), null);
     const name = $('kf-name').value.trim();
     const scopes = [...$('key-form').querySelectorAll('input[name="scope"]:checked')].map((c) => c.value);
     if (!name) {
-      showError($('keys-error'), 'enter a name for the key');
+      showError($('keys-error'), T('keys.no_name'));
       return;
     }
     if (!scopes.length) {
-      showError($('keys-error'), 'choose at least one scope');
+      showError($('keys-error'), T('keys.no_scope'));
       return;
     }
     const gen = view.gen;
@@ -1306,7 +2175,7 @@
       openKeyDialog(created.key);
       await loadKeys(gen);
     } catch (e) {
-      if (gen === view.gen) showError($('keys-error'), e.message);
+      if (gen === view.gen) showError($('keys-error'), e);
     } finally {
       button.disabled = false;
     }
@@ -1315,14 +2184,14 @@
   // The key lives in the dialog's field only while the dialog is open.
   function openKeyDialog(key) {
     $('kd-key').value = key;
-    $('kd-copied').textContent = '';
+    $('kd-copied').replaceChildren();
     $('key-dialog').showModal();
     $('kd-key').select();
   }
 
   function closeKeyDialog() {
     $('kd-key').value = '';
-    $('kd-copied').textContent = '';
+    $('kd-copied').replaceChildren();
     if ($('key-dialog').open) $('key-dialog').close();
   }
 
@@ -1335,7 +2204,7 @@
       field.select();
       document.execCommand('copy');
     }
-    $('kd-copied').textContent = 'Copied.';
+    $('kd-copied').replaceChildren(tn('kd.copied'));
   });
   $('kd-done').addEventListener('click', closeKeyDialog);
   // Escape closes the dialog too: forget the key then as well.
@@ -1343,18 +2212,18 @@
 
   function messageRow(m) {
     return el('tr', { 'data-testid': 'message-row', 'data-id': m.id, 'data-status': m.status },
-      el('td', null, fmtTime(m.created_at)),
-      el('td', { class: 'mono', 'data-testid': 'message-openid' }, m.openid),
-      el('td', null, m.kind),
-      el('td', { class: 'mono' }, m.template_id),
+      el('td', null, timeNode(m.created_at)),
+      cell(m.openid, { class: 'mono', 'data-testid': 'message-openid' }),
+      el('td', null, word('kind.', m.kind)),
+      cell(m.template_id, { class: 'mono' }),
       el('td', null, badge(m.status, 'message-status')),
-      el('td', null, fmtTime(m.send_at)),
-      el('td', { class: 'num' }, m.errcode === null || m.errcode === undefined ? '—' : String(m.errcode)),
-      el('td', null, m.errmsg || '—'));
+      el('td', null, timeNode(m.send_at)),
+      cell(m.errcode === null || m.errcode === undefined ? '—' : String(m.errcode), { class: 'num' }),
+      cell(m.errmsg || '—'));
   }
 
   async function loadMessages(gen, more) {
-    showError($('messages-error'), '');
+    showError($('messages-error'), null);
     const q = new URLSearchParams({ limit: '50' });
     const status = $('messages-status').value;
     if (status) q.set('status', status);
@@ -1363,7 +2232,7 @@
     try {
       r = await api('GET', `${appPath()}/messages?${q}`);
     } catch (e) {
-      if (gen === view.gen) showError($('messages-error'), e.message);
+      if (gen === view.gen) showError($('messages-error'), e);
       return;
     }
     if (gen !== view.gen) return;
@@ -1390,6 +2259,7 @@
   // ---------- start ----------
 
   window.addEventListener('hashchange', route);
+  applyStatic();
   syncForm();
   route();
 })();

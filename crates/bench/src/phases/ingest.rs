@@ -17,12 +17,60 @@ pub const APP_INGEST: &str = "wxbenchingest";
 
 /// What one connection (then all of them) saw in the measured time.
 #[derive(Default)]
-struct Tally {
-    accepted: u64,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
+pub struct Tally {
+    pub accepted: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Every measured request's latency, sorted once all connections are in.
     latencies_us: Vec<u32>,
+    /// Seconds measured (after the warm-up).
+    pub secs: f64,
+}
+
+impl Tally {
+    pub fn rate(&self) -> f64 {
+        self.accepted as f64 / self.secs
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.latencies_us, p)
+    }
+}
+
+/// `conns` keep-alive connections posting one formId per request for the users of
+/// `tokens`, closed loop, for `warmup` then `measure_for` (only the latter counted).
+pub async fn measure(
+    svc: &crate::service::Service,
+    appid: &'static str,
+    tokens: &[String],
+    conns: usize,
+    warmup: Duration,
+    measure_for: Duration,
+) -> anyhow::Result<Tally> {
+    let nonce: u32 = rand::random();
+    let measure_from = Instant::now() + warmup;
+    let deadline = measure_from + measure_for;
+    let handles: Vec<_> = (0..conns)
+        .map(|c| {
+            let posts = FormIdPosts::new(&svc.base, appid, tokens, c, conns, nonce);
+            tokio::spawn(post_until(posts, measure_from, deadline))
+        })
+        .collect();
+    let mut total = Tally::default();
+    for h in handles {
+        let t = h.await??;
+        total.accepted += t.accepted;
+        total.requests += t.requests;
+        total.errors += t.errors;
+        if total.first_error.is_none() {
+            total.first_error = t.first_error;
+        }
+        total.latencies_us.extend(t.latencies_us);
+    }
+    total.secs = measure_from.elapsed().as_secs_f64();
+    total.latencies_us.sort_unstable();
+    Ok(total)
 }
 
 pub async fn run(
@@ -38,37 +86,15 @@ pub async fn run(
     println!("(a) logging in {users} users through the sandbox");
     let tokens = login_users(svc, &stack.wechat, APP_INGEST, users).await?;
     let warmup = plan.ingest_warmup;
-    let measure = Duration::from_secs(plan.ingest_secs);
+    let measure_for = Duration::from_secs(plan.ingest_secs);
     println!(
         "(a) {conns} keep-alive connections, one formId per request, {:.1} s warm-up + {} s",
         warmup.as_secs_f64(),
         plan.ingest_secs
     );
-    let nonce: u32 = rand::random();
-    let started = Instant::now();
-    let measure_from = started + warmup;
-    let deadline = measure_from + measure;
-    let handles: Vec<_> = (0..conns)
-        .map(|c| {
-            let posts = FormIdPosts::new(&svc.base, APP_INGEST, &tokens, c, conns, nonce);
-            tokio::spawn(post_until(posts, measure_from, deadline))
-        })
-        .collect();
-    let mut total = Tally::default();
-    for h in handles {
-        let t = h.await??;
-        total.accepted += t.accepted;
-        total.requests += t.requests;
-        total.errors += t.errors;
-        if total.first_error.is_none() {
-            total.first_error = t.first_error;
-        }
-        total.latencies_us.extend(t.latencies_us);
-    }
-    let elapsed = measure_from.elapsed().as_secs_f64();
-    total.latencies_us.sort_unstable();
-    let pct = |p: f64| percentile_ms(&total.latencies_us, p);
-    let rate = total.accepted as f64 / elapsed;
+    let total = measure(svc, APP_INGEST, &tokens, conns, warmup, measure_for).await?;
+    let rate = total.rate();
+    let pct = |p: f64| total.percentile_ms(p);
     report.push(
         Row::info(
             "a",

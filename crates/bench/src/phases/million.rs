@@ -140,7 +140,11 @@ async fn measure(
 
     // The fake WeChat's count, sampled every 10 ms: when the first message arrived, and
     // the count over time for the sustained rate.
-    let deadline = Instant::now() + plan.campaign_timeout + Duration::from_secs(5);
+    // A million sends take minutes: at least a second per thousand users.
+    let timeout = plan
+        .campaign_timeout
+        .max(Duration::from_secs(users as u64 / 1_000));
+    let deadline = Instant::now() + timeout + LEAD.to_std()?;
     let mut first_after: Option<f64> = None;
     let mut samples: Vec<(Instant, usize)> = Vec::new();
     let mut next_print = Instant::now() + Duration::from_secs(10);

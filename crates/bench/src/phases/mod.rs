@@ -9,6 +9,7 @@ pub mod claim;
 pub mod import;
 pub mod ingest;
 pub mod million;
+pub mod pool;
 pub mod served;
 pub mod soak;
 pub mod templates;
