@@ -56,18 +56,6 @@ return (
     from (select t, row_number() over (partition by t) as n from unnest(recent) as t) r
     where r.n > (select count(*) from unnest(gone) as g where g = r.t));
 
--- The claims `claim_credits` is given, as rows. A function of its own so that the plan
--- of the claim (generic, made once) counts on a batch of claims: `unnest` of arrays it
--- cannot see is estimated at 10 rows, and joins sized for 10 rows between the claim's
--- steps turned quadratic at the sender's 256.
-create function credit_claims(
-    p_keys bigint[], p_users bigint[], p_kinds text[], p_templates text[], p_picks text[])
-returns table (key bigint, user_id bigint, kind text, template_id text, pick text)
-language sql volatile rows 256
-as $$
-select * from unnest(p_keys, p_users, p_kinds, p_templates, p_picks)
-$$;
-
 -- The one claim of credits, for campaign deliveries, triggered messages and test sends.
 -- Each claim (p_keys[i], the caller's handle) is for user p_users[i] (null: unknown, no
 -- credit), of kind p_kinds[i]: 'template' takes the user's best usable formId by
@@ -107,7 +95,8 @@ if v_cap_max is null then
     -- No cap: each credit found is spent in the statement that finds it.
     return query
     with claim as (
-        select * from credit_claims(p_keys, p_users, p_kinds, p_templates, p_picks)
+        select * from unnest(p_keys, p_users, p_kinds, p_templates, p_picks)
+                      as c(key, user_id, kind, template_id, pick)
     ),
     formid as (
         -- Two lookups, of which each claim runs one: a plain order by lets the freshest
@@ -158,17 +147,19 @@ end if;
 -- and only the credits of claims that got a slot are spent.
 return query
 with claim as (
-    select * from credit_claims(p_keys, p_users, p_kinds, p_templates, p_picks)
+    select * from unnest(p_keys, p_users, p_kinds, p_templates, p_picks)
+                  as c(key, user_id, kind, template_id, pick)
 ),
 formid as (
     -- The same lookup as above.
-    select c.key, c.user_id, coalesce(fresh.id, soon.id) as id,
+    select c.key, coalesce(fresh.id, soon.id) as id,
            coalesce(fresh.form_id, soon.form_id) as form_id
     from claim c
     left join lateral (
         select f.id, f.form_id from formids f
         where c.kind = 'template' and c.pick <> 'expiring_first' and f.user_id = c.user_id
           and f.uses_left > 0 and not f.invalid
+          -- not one that may expire before WeChat sees it
           and f.expires_at > now() + interval '1 minute'
         order by f.created_at desc
         limit 1
@@ -186,18 +177,16 @@ formid as (
     where fresh.id is not null or soon.id is not null
 ),
 grant_held as (
-    select c.key, c.user_id, c.template_id
+    select c.key
     from claim c join subscription_grants g
          on g.user_id = c.user_id and g.template_id = c.template_id
     where c.kind = 'subscribe' and g.remaining > 0
     order by g.user_id, g.template_id
     for update of g
 ),
--- Every credit found, one row per claim that found one.
 found as (
-    select key, user_id, id as formid_id, form_id, null::text as template_id from formid
-    union all
-    select key, user_id, null, null, template_id from grant_held
+    select c.key, c.user_id from claim c
+    where c.key in (select key from formid) or c.key in (select key from grant_held)
 ),
 slot as (
     insert into user_sends as s (user_id, recent)
@@ -209,31 +198,32 @@ slot as (
         recent = array(select t from unnest(s.recent) as t where t > now() - v_cap_per)
                  || excluded.recent
     where not p_capped
-       -- sends_since, written out: called once per user, the function cost more than
-       -- the count
-       or (select count(*) from unnest(s.recent) as t where t > now() - v_cap_per)
-          + cardinality(excluded.recent) <= v_cap_max
+       or sends_since(s.recent, now() - v_cap_per) + cardinality(excluded.recent) <= v_cap_max
     returning s.user_id
+),
+cleared as (
+    select f.key from found f where f.user_id in (select user_id from slot)
 ),
 consumed as (
     update formids f set uses_left = f.uses_left - 1, last_used_at = now()
-    from found fd
-    where f.id = fd.formid_id and fd.user_id in (select user_id from slot)
+    from formid fo
+    where f.id = fo.id and fo.key in (select key from cleared)
 ),
 spent as (
     update subscription_grants g set remaining = g.remaining - 1, updated_at = now()
-    from found fd
-    where fd.template_id is not null and g.user_id = fd.user_id
-      and g.template_id = fd.template_id and fd.user_id in (select user_id from slot)
+    from claim c
+    where c.key in (select key from grant_held) and c.key in (select key from cleared)
+      and g.user_id = c.user_id and g.template_id = c.template_id
 )
 select c.key,
-       case when sl.user_id is not null then fd.formid_id end,
-       case when sl.user_id is not null then fd.form_id end,
-       fd.template_id is not null and sl.user_id is not null,
-       fd.key is not null and sl.user_id is null,
-       case when fd.key is not null and sl.user_id is not null then now() end
+       case when cl.key is not null then fo.id end,
+       case when cl.key is not null then fo.form_id end,
+       cl.key is not null and c.kind = 'subscribe',
+       f.key is not null and cl.key is null,
+       case when cl.key is not null then now() end
 from claim c
-left join found fd on fd.key = c.key
-left join slot sl on sl.user_id = c.user_id;
+left join found f on f.key = c.key
+left join cleared cl on cl.key = c.key
+left join formid fo on fo.key = c.key;
 end
 $$;
