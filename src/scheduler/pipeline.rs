@@ -396,10 +396,7 @@ impl Pipeline {
         run: &ActiveRun,
         now: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let hold = match app.quiet_hours {
-            Some(quiet) if !run.ignore_quiet_hours => quiet.holds_until(now),
-            _ => None,
-        };
+        let hold = quiet_hold(app, run, now);
         if hold != run.held_until {
             store::runs::set_hold(&self.pool, run.run_id, hold).await?;
             match hold {
@@ -423,11 +420,13 @@ impl Pipeline {
         pace: &Pace,
     ) -> anyhow::Result<(usize, i64)> {
         let Pace::Live { wake } = pace else {
-            return self.step(app, run, rules, gate, after).await;
+            return self
+                .step(app, run, rules, gate, after, pace.horizon())
+                .await;
         };
         let batch_done = CancellationToken::new();
         let batch = async {
-            let stepped = self.step(app, run, rules, gate, after).await;
+            let stepped = self.step(app, run, rules, gate, after, None).await;
             batch_done.cancel();
             stepped
         };
@@ -468,7 +467,8 @@ impl Pipeline {
     /// the other. The lanes overlap one's claim and record with another's sends, so that
     /// WeChat always has sends of the run in flight. A lane stops when a claim finds
     /// nothing, a batch stopped the campaign, or the campaign is no longer running (paused
-    /// or cancelled meanwhile: no new batch starts). Returns how many deliveries were
+    /// or cancelled meanwhile: no new batch starts), or the app's quiet hours began
+    /// (judged at `horizon`, the clock when `None`). Returns how many deliveries were
     /// claimed and the highest id among them.
     pub async fn step(
         &self,
@@ -477,6 +477,7 @@ impl Pipeline {
         rules: Option<&DataRules>,
         gate: &SendGate,
         after: i64,
+        horizon: Option<DateTime<Utc>>,
     ) -> anyhow::Result<(usize, i64)> {
         let cursor = AtomicI64::new(after);
         let claimed = AtomicUsize::new(0);
@@ -491,7 +492,8 @@ impl Pipeline {
                     // The step's first batch was decided by the caller; later ones check
                     // that the campaign still sends.
                     if (n > 0 || !first_lane)
-                        && !store::runs::still_sending(&self.pool, run.run_id).await?
+                        && (quiet_hold(app, run, horizon.unwrap_or_else(Utc::now)).is_some()
+                            || !store::runs::still_sending(&self.pool, run.run_id).await?)
                     {
                         done.store(true, Ordering::SeqCst);
                         break;
@@ -945,6 +947,14 @@ impl Pipeline {
     async fn backoff(&self, attempts: i16) {
         let factor = 1u32 << (attempts.clamp(1, 6) - 1);
         tokio::time::sleep(self.settings.retry_backoff * factor).await;
+    }
+}
+
+/// When the app's quiet hours that hold `run` at `now` end (`None`: it may send).
+fn quiet_hold(app: &App, run: &ActiveRun, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match app.quiet_hours {
+        Some(quiet) if !run.ignore_quiet_hours => quiet.holds_until(now),
+        _ => None,
     }
 }
 

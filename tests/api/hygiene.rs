@@ -23,6 +23,7 @@ trait Hygiene {
     async fn test_send(&self, campaign: &str, openids: Value) -> (u16, Value);
     async fn configure(&self, settings: Value);
     async fn delivered_to(&self, openid: &str) -> usize;
+    async fn capped_in_metrics(&self) -> f64;
 }
 
 impl Hygiene for TestApp {
@@ -64,6 +65,25 @@ impl Hygiene for TestApp {
     /// Messages WeChat accepted for this user of the test app.
     async fn delivered_to(&self, openid: &str) -> usize {
         self.wechat.messages_to(APPID, openid).len()
+    }
+
+    /// `formpush_sends_total` of the test app's capped template deliveries.
+    async fn capped_in_metrics(&self) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!(
+            "formpush_sends_total{{appid=\"{APPID}\",kind=\"template\",outcome=\"capped\"}} "
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
     }
 }
 
@@ -489,6 +509,11 @@ async fn the_cap_counts_messages_across_campaigns_and_triggered_messages(
     assert_eq!(done["totals"]["capped"], 2, "{done}");
     assert_eq!(app.delivered_to("o-1").await, 3);
     assert_eq!(app.delivered_to("o-2").await, 2);
+    // Counted by the process every test of this binary shares: at least these three.
+    assert!(
+        app.capped_in_metrics().await >= 3.0,
+        "formpush_sends_total outcome capped"
+    );
 
     // Without a cap, campaigns go out again.
     app.configure(json!({"frequency_cap": null})).await;
