@@ -315,7 +315,11 @@ async fn subscribe_timeouts_are_not_retried_and_43101_zeroes_grants(
     let app = spawn_app_with(
         db,
         SandboxConfig::default(),
-        &[("FORMPUSH_SEND_CONCURRENCY", "1")],
+        // One send at a time, in delivery order: the delay below is t-1's.
+        &[
+            ("FORMPUSH_SEND_CONCURRENCY", "1"),
+            ("FORMPUSH_SEND_BATCHES", "1"),
+        ],
     )
     .await;
     for openid in ["t-1", "t-2"] {
