@@ -26,7 +26,7 @@ mod test_send;
 pub use test_send::{TestContent, TestResult, TestUser};
 
 use std::collections::{hash_map::Entry, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,14 +176,28 @@ impl Batch<'_> {
 /// the same moment; senders of more apps than this wait their turn for a few milliseconds.
 const CLAIM_CONNECTIONS: u32 = 4;
 
+/// What the lanes of a step share.
+struct Lanes {
+    /// The highest delivery id claimed (or read for a checked claim) so far.
+    cursor: i64,
+    /// A batch stopped the campaign: no lane claims again.
+    stopped: bool,
+}
+
 /// What one batch did.
 struct BatchDone {
     /// Deliveries claimed (those that ended at the claim included).
     claimed: usize,
-    /// The highest id claimed (the cursor given when none was).
-    last_id: i64,
     /// A WeChat answer stopped the campaign (failed, or paused for quota).
     stopped: bool,
+}
+
+impl BatchDone {
+    /// Nothing claimed: another lane's batch stopped the campaign.
+    const STOPPED: BatchDone = BatchDone {
+        claimed: 0,
+        stopped: true,
+    };
 }
 
 #[derive(Clone)]
@@ -479,11 +493,14 @@ impl Pipeline {
         after: i64,
         horizon: Option<DateTime<Utc>>,
     ) -> anyhow::Result<(usize, i64)> {
-        let cursor = AtomicI64::new(after);
+        let lanes = tokio::sync::Mutex::new(Lanes {
+            cursor: after,
+            stopped: false,
+        });
         let claimed = AtomicUsize::new(0);
         let done = AtomicBool::new(false);
         let lane = |first_lane: bool| {
-            let (cursor, claimed, done) = (&cursor, &claimed, &done);
+            let (lanes, claimed, done) = (&lanes, &claimed, &done);
             async move {
                 for n in 0..LANE_BATCHES {
                     if done.load(Ordering::SeqCst) {
@@ -498,10 +515,8 @@ impl Pipeline {
                         done.store(true, Ordering::SeqCst);
                         break;
                     }
-                    let after = cursor.load(Ordering::SeqCst);
-                    let batch = self.batch(app, run, rules, gate, after).await?;
+                    let batch = self.batch(app, run, rules, gate, lanes).await?;
                     claimed.fetch_add(batch.claimed, Ordering::SeqCst);
-                    cursor.fetch_max(batch.last_id, Ordering::SeqCst);
                     if batch.claimed == 0 || batch.stopped {
                         done.store(true, Ordering::SeqCst);
                     }
@@ -510,17 +525,19 @@ impl Pipeline {
             }
         };
         futures::future::try_join_all((0..self.settings.batches).map(|i| lane(i == 0))).await?;
-        Ok((claimed.into_inner(), cursor.into_inner()))
+        Ok((claimed.into_inner(), lanes.into_inner().cursor))
     }
 
-    /// Claims (ids above `after`), sends and records one batch of a run.
+    /// Claims (ids above the lanes' shared cursor, which it moves past them), sends and
+    /// records one batch of a run; claims nothing once another lane's batch stopped the
+    /// campaign.
     async fn batch(
         &self,
         app: &App,
         run: &ActiveRun,
         rules: Option<&DataRules>,
         gate: &SendGate,
-        after: i64,
+        lanes: &tokio::sync::Mutex<Lanes>,
     ) -> anyhow::Result<BatchDone> {
         let limit = self.settings.concurrency as i64;
         let lease_secs = self.settings.send_lease.as_secs_f64();
@@ -548,9 +565,23 @@ impl Pipeline {
         };
         let claimed = match rules {
             Some(rules) if run.kind == CampaignKind::Subscribe && rules.checks_each_user() => {
-                let pending =
-                    store::deliveries::pending_batch(&self.claims, run.run_id, limit, after)
-                        .await?;
+                // Read and passed in one step: another lane reads the batch after this one,
+                // not the same deliveries (this read locks nothing).
+                let pending = {
+                    let mut lanes = lanes.lock().await;
+                    if lanes.stopped {
+                        return Ok(BatchDone::STOPPED);
+                    }
+                    let pending = store::deliveries::pending_batch(
+                        &self.claims,
+                        run.run_id,
+                        limit,
+                        lanes.cursor,
+                    )
+                    .await?;
+                    lanes.cursor = pending.iter().map(|p| p.id).fold(lanes.cursor, i64::max);
+                    pending
+                };
                 let mut ids = Vec::with_capacity(pending.len());
                 let mut problems = Vec::with_capacity(pending.len());
                 for p in pending {
@@ -570,10 +601,21 @@ impl Pipeline {
                     store::deliveries::claim_checked(&self.claims, &claim, &ids, &problems).await?
                 }
             }
-            _ => store::deliveries::claim_batch(&self.claims, &claim, limit, after).await?,
+            _ => {
+                // Under the lanes' lock: a claim either ends before a stopping batch puts
+                // its deliveries back (so it cannot take them) or sees the stop.
+                let mut lanes = lanes.lock().await;
+                if lanes.stopped {
+                    return Ok(BatchDone::STOPPED);
+                }
+                let claimed =
+                    store::deliveries::claim_batch(&self.claims, &claim, limit, lanes.cursor)
+                        .await?;
+                lanes.cursor = claimed.iter().map(|d| d.id).fold(lanes.cursor, i64::max);
+                claimed
+            }
         };
         let count = claimed.len();
-        let last_id = claimed.iter().map(|d| d.id).max().unwrap_or(after);
         let metrics = crate::metrics::metrics();
         let mut slots = HashMap::new();
         let mut to_send = Vec::with_capacity(claimed.len());
@@ -596,7 +638,6 @@ impl Pipeline {
         if to_send.is_empty() {
             return Ok(BatchDone {
                 claimed: count,
-                last_id,
                 stopped: false,
             });
         }
@@ -631,8 +672,12 @@ impl Pipeline {
             }
             outcomes.push(r.outcome);
         }
-        self.record(&outcomes, &effects, claimed_at).await?;
         let stopped = stop.is_some();
+        if stopped {
+            // Before the record puts this batch's deliveries back: no lane claims again.
+            lanes.lock().await.stopped = true;
+        }
+        self.record(&outcomes, &effects, claimed_at).await?;
         match stop {
             Some(CampaignStop::Failed(err)) => {
                 tracing::warn!(campaign_id = %run.campaign_id, error = %err, "campaign failed");
@@ -648,7 +693,6 @@ impl Pipeline {
         }
         Ok(BatchDone {
             claimed: count,
-            last_id,
             stopped,
         })
     }
