@@ -126,28 +126,12 @@ impl Scheduler {
             })
         })?)
         .await?;
-        let pool = self.pool.clone();
+        let me = self.clone();
         jobs.add(Job::new_async(CLEANUP_SCHEDULE, move |_, _| {
-            let pool = pool.clone();
+            let me = me.clone();
             Box::pin(async move {
-                match store::credits::purge_dead(&pool).await {
-                    Ok(n) => tracing::info!(deleted = n, "purged expired and consumed formIds"),
-                    Err(e) => tracing::warn!(error = ?e, "formId clean-up failed"),
-                }
-                let purged = async {
-                    let events = store::webhook_events::purge_finished(&pool).await?;
-                    let keys = store::messages::purge_expired_keys(&pool).await?;
-                    let windows = store::credits::purge_old_windows(&pool).await?;
-                    Ok::<_, sqlx::Error>((events, keys, windows))
-                };
-                match purged.await {
-                    Ok((events, keys, windows)) => tracing::info!(
-                        events,
-                        keys,
-                        windows,
-                        "purged finished webhook events, expired idempotency keys and old frequency-cap windows"
-                    ),
-                    Err(e) => tracing::warn!(error = ?e, "webhook and key clean-up failed"),
+                if let Err(e) = me.clean_up(Utc::now()).await {
+                    tracing::warn!(error = ?e, "daily clean-up failed");
                 }
             })
         })?)
@@ -221,6 +205,30 @@ impl Scheduler {
             }
         }
         Ok(apps)
+    }
+
+    /// The daily clean-up of `now`'s day (also stepped by hand in tests): dead formIds,
+    /// finished webhook events, expired idempotency keys, old frequency-cap windows. Run
+    /// by the first instance to claim the day; false when another already did.
+    pub async fn clean_up(&self, now: DateTime<Utc>) -> anyhow::Result<bool> {
+        if !store::leases::claim_daily_job(&self.pool, "clean_up", now.date_naive()).await? {
+            tracing::info!("daily clean-up already done by another instance");
+            return Ok(false);
+        }
+        match store::credits::purge_dead(&self.pool).await {
+            Ok(n) => tracing::info!(deleted = n, "purged expired and consumed formIds"),
+            Err(e) => tracing::warn!(error = ?e, "formId clean-up failed"),
+        }
+        let events = store::webhook_events::purge_finished(&self.pool).await?;
+        let keys = store::messages::purge_expired_keys(&self.pool).await?;
+        let windows = store::credits::purge_old_windows(&self.pool).await?;
+        tracing::info!(
+            events,
+            keys,
+            windows,
+            "purged finished webhook events, expired idempotency keys and old frequency-cap windows"
+        );
+        Ok(true)
     }
 
     /// The daily template sync (also stepped by hand in tests): re-syncs every app synced

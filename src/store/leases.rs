@@ -1,5 +1,6 @@
 //! Which instance sends for an app: one sender per app keeps its rate limit exact, and a
-//! dead owner's lease runs out so another instance takes over.
+//! dead owner's lease runs out so another instance takes over. And which instance runs a
+//! daily job on a given day.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -37,4 +38,26 @@ pub async fn release_app_lease(pool: &PgPool, appid: &str, owner: Uuid) -> sqlx:
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Whether this caller runs the daily `job` for `day`: true for the first caller of that
+/// day only, whatever the number of instances.
+pub async fn claim_daily_job(
+    pool: &PgPool,
+    job: &str,
+    day: chrono::NaiveDate,
+) -> sqlx::Result<bool> {
+    let claimed = sqlx::query_scalar!(
+        r#"
+        insert into daily_jobs (job, ran_on) values ($1, $2)
+        on conflict (job) do update set ran_on = excluded.ran_on
+            where daily_jobs.ran_on < excluded.ran_on
+        returning job
+        "#,
+        job,
+        day
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(claimed.is_some())
 }

@@ -348,3 +348,39 @@ async fn concurrent_imports_creating_the_same_users_each_store_everything(
     assert_eq!(stats["users"], 200);
     assert_eq!(stats["valid_formids"], 1600);
 }
+
+#[sqlx::test]
+async fn the_daily_clean_up_runs_once_a_day_whatever_the_instances(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let other = app.another_instance().await;
+    let (_, ids) = app.user_with_formids("o-6", 2).await;
+    let expire = |form_id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "update formids set expires_at = now() - interval '1 minute' where form_id = $1",
+            )
+            .bind(form_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    expire(ids[0].clone()).await;
+    let today = Utc::now();
+    assert!(app.scheduler().clean_up(today).await.unwrap());
+    assert_eq!(app.count("select count(*) from formids").await, 1);
+    // The other instance's clock fires the same job: the day is done.
+    expire(ids[1].clone()).await;
+    assert!(!other.scheduler().clean_up(today).await.unwrap());
+    assert_eq!(app.count("select count(*) from formids").await, 1);
+    // The next day goes to whichever instance claims it first.
+    let tomorrow = today + Duration::days(1);
+    assert!(other.scheduler().clean_up(tomorrow).await.unwrap());
+    assert!(!app.scheduler().clean_up(tomorrow).await.unwrap());
+    assert_eq!(app.count("select count(*) from formids").await, 0);
+    other.stop().await;
+}
