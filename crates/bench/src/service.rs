@@ -294,3 +294,66 @@ impl Scratch {
         Ok(())
     }
 }
+
+/// What a phase that brings its own service needs: a scratch database, a fake WeChat and a
+/// service on them, the service's memory watched; `finish` stops them and notes the memory.
+pub struct PhaseStack {
+    pub scratch: Scratch,
+    pub stack: Stack,
+    mem: MemWatch,
+    stop_watch: tokio_util::sync::CancellationToken,
+    tag: &'static str,
+}
+
+impl PhaseStack {
+    /// Database `db`, a fake WeChat answering after `latency_ms` that knows `apps`, and a
+    /// service logging to `formpush-{tag}-{latency_ms}ms.log`.
+    pub async fn start(
+        args: &Args,
+        tag: &'static str,
+        db: &'static str,
+        latency_ms: u64,
+        apps: &[&str],
+    ) -> anyhow::Result<PhaseStack> {
+        let scratch = Scratch::create(&args.pg_url_base, tag, db).await?;
+        let mem = MemWatch::default();
+        let stop_watch = tokio_util::sync::CancellationToken::new();
+        mem.start(stop_watch.clone());
+        let stack = scratch
+            .start_stack(
+                args,
+                &mem,
+                latency_ms,
+                apps,
+                &format!("{tag}-{latency_ms}ms"),
+            )
+            .await?;
+        println!("({tag}) {}", stack.describe());
+        Ok(PhaseStack {
+            scratch,
+            stack,
+            mem,
+            stop_watch,
+            tag,
+        })
+    }
+
+    pub async fn finish(self, args: &Args, report: &mut Report) -> anyhow::Result<()> {
+        let PhaseStack {
+            mut scratch,
+            stack,
+            mem,
+            stop_watch,
+            tag,
+        } = self;
+        scratch
+            .stop_stack(stack, report, &format!("({tag}) "))
+            .await?;
+        stop_watch.cancel();
+        report.note(format!(
+            "({tag}) service resident memory, max over the phase: {:.1} MiB",
+            mem.max_mib()
+        ));
+        scratch.finish(&args.pg_url_base, args.keep_db).await
+    }
+}

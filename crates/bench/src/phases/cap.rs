@@ -14,10 +14,9 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::api::{run_campaign, CampaignEnd};
-use crate::procfs::MemWatch;
 use crate::report::{fmt_num, Report, Row};
 use crate::seed::seed_users_with_grants;
-use crate::service::{Scratch, Stack};
+use crate::service::{PhaseStack, Stack};
 use crate::{Args, Plan, SECRET};
 
 const DB: &str = "formpush_bench_cap";
@@ -28,29 +27,23 @@ const TPL: &str = "TPL_BENCH_CAP";
 const MIN_RATIO: f64 = 0.85;
 
 pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let mut scratch = Scratch::create(&args.pg_url_base, "cap", DB).await?;
-    let mem = MemWatch::default();
-    let stop_watch = tokio_util::sync::CancellationToken::new();
-    mem.start(stop_watch.clone());
-    let latency = args.cap_latency_ms;
-    let stack = scratch
-        .start_stack(
-            args,
-            &mem,
-            latency,
-            &[APP_PLAIN, APP_CAPPED],
-            &format!("cap-{latency}ms"),
-        )
-        .await?;
-    println!("(cap) {}", stack.describe());
-    let outcome = measure(args, plan, &stack, &scratch.database_url, report).await;
-    scratch.stop_stack(stack, report, "(cap) ").await?;
-    stop_watch.cancel();
-    report.note(format!(
-        "(cap) service resident memory, max over the phase: {:.1} MiB",
-        mem.max_mib()
-    ));
-    scratch.finish(&args.pg_url_base, args.keep_db).await?;
+    let phase = PhaseStack::start(
+        args,
+        "cap",
+        DB,
+        args.cap_latency_ms,
+        &[APP_PLAIN, APP_CAPPED],
+    )
+    .await?;
+    let outcome = measure(
+        args,
+        plan,
+        &phase.stack,
+        &phase.scratch.database_url,
+        report,
+    )
+    .await;
+    phase.finish(args, report).await?;
     outcome
 }
 

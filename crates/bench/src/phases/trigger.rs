@@ -21,11 +21,10 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::api::{run_campaign, trigger_request, POST_TIMEOUT};
-use crate::procfs::MemWatch;
 use crate::raw_http::RawConn;
 use crate::report::{fmt_num, Report, Row};
 use crate::seed::seed_users_with_grants;
-use crate::service::{Scratch, Stack};
+use crate::service::{PhaseStack, Stack};
 use crate::stats::{micros, percentile_ms};
 use crate::{Args, Plan};
 
@@ -44,29 +43,17 @@ const TARGET_CAMPAIGN_USERS: usize = 100_000;
 const MAX_EXPECTED_RATE: f64 = 20_000.0;
 
 pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let mut scratch = Scratch::create(&args.pg_url_base, "trigger", DB).await?;
-    let mem = MemWatch::default();
-    let stop_watch = tokio_util::sync::CancellationToken::new();
-    mem.start(stop_watch.clone());
-    let latency = args.trigger_latency_ms;
-    let stack = scratch
-        .start_stack(
-            args,
-            &mem,
-            latency,
-            &[APP_TRIGGER],
-            &format!("trigger-{latency}ms"),
-        )
-        .await?;
-    println!("(trigger) {}", stack.describe());
-    let outcome = measure(args, plan, &stack, &scratch.database_url, report).await;
-    scratch.stop_stack(stack, report, "(trigger) ").await?;
-    stop_watch.cancel();
-    report.note(format!(
-        "(trigger) service resident memory, max over the phase: {:.1} MiB",
-        mem.max_mib()
-    ));
-    scratch.finish(&args.pg_url_base, args.keep_db).await?;
+    let phase =
+        PhaseStack::start(args, "trigger", DB, args.trigger_latency_ms, &[APP_TRIGGER]).await?;
+    let outcome = measure(
+        args,
+        plan,
+        &phase.stack,
+        &phase.scratch.database_url,
+        report,
+    )
+    .await;
+    phase.finish(args, report).await?;
     outcome
 }
 
