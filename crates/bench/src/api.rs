@@ -2,9 +2,12 @@
 //! through the fake WeChat, formId imports, template campaigns (created and polled until
 //! they end), and the formIds and raw requests of client ingestion.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
+use chrono::{DateTime, Utc};
+use formpush::domain::session::{SessionClaims, SessionSigner};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -140,13 +143,68 @@ pub fn form_id(nonce: u32, stream: u32, n: u64) -> String {
 /// How long the harness waits for one formId post's answer.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Session tokens the harness signs itself, for a population too large to log in through
+/// the fake WeChat (the soak's million users): the key is the one every instance loads from
+/// the database, so the service accepts them as its own.
+pub struct SignedTokens {
+    signer: SessionSigner,
+    appid: String,
+    first_user: i64,
+    users: u64,
+    expires_at: DateTime<Utc>,
+}
+
+/// Steps through the users in a scattered order (a prime, so every user comes once per
+/// `users` requests whatever their number): consecutive requests are for unrelated users, as
+/// a real population's are.
+const USER_STRIDE: u64 = 2_654_435_761;
+
+impl SignedTokens {
+    /// Tokens of `appid` for the users with ids `first_user ..= last_user`, signed with the
+    /// database's session key (created by the service at its start).
+    pub async fn load(
+        pool: &sqlx::PgPool,
+        appid: &str,
+        first_user: i64,
+        last_user: i64,
+    ) -> anyhow::Result<Self> {
+        let key = formpush::store::keys::session_signing_key(pool).await?;
+        Ok(SignedTokens {
+            signer: SessionSigner::new(key),
+            appid: appid.to_string(),
+            first_user,
+            users: (last_user - first_user + 1).max(1) as u64,
+            expires_at: Utc::now() + formpush::domain::session::SESSION_VALIDITY,
+        })
+    }
+
+    /// The token for the population's `n`-th request.
+    fn token(&self, n: u64) -> String {
+        let user = self.first_user + (n.wrapping_mul(USER_STRIDE) % self.users) as i64;
+        self.signer.issue(&SessionClaims {
+            appid: self.appid.clone(),
+            user_id: user,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// Whose tokens a connection's formId posts carry.
+enum PostTokens {
+    /// Its share of logged-in users' tokens, in turn.
+    Listed(Vec<String>),
+    /// Tokens signed per request, the population's users in a scattered order.
+    Signed(Arc<SignedTokens>),
+}
+
 /// The formId posts of one client connection (for `raw_http::RawConn`): one formId per
-/// request, unique to the connection, for its share of the logged-in users in turn.
+/// request, unique to the connection, each for the next of its users.
 pub struct FormIdPosts {
     pub addr: String,
     appid: &'static str,
-    tokens: Vec<String>,
+    tokens: PostTokens,
     conn_index: u32,
+    conns: u64,
     nonce: u32,
 }
 
@@ -161,23 +219,66 @@ impl FormIdPosts {
         conns: usize,
         nonce: u32,
     ) -> Self {
+        let listed = tokens
+            .iter()
+            .skip(conn_index)
+            .step_by(conns)
+            .cloned()
+            .collect();
+        Self::with(
+            base,
+            appid,
+            PostTokens::Listed(listed),
+            conn_index,
+            conns,
+            nonce,
+        )
+    }
+
+    /// Connection `conn_index` of `conns` posts to `appid` at `base` for the signed
+    /// population: its request k is the population's request `k * conns + conn_index`.
+    pub fn signed(
+        base: &str,
+        appid: &'static str,
+        tokens: Arc<SignedTokens>,
+        conn_index: usize,
+        conns: usize,
+        nonce: u32,
+    ) -> Self {
+        Self::with(
+            base,
+            appid,
+            PostTokens::Signed(tokens),
+            conn_index,
+            conns,
+            nonce,
+        )
+    }
+
+    fn with(
+        base: &str,
+        appid: &'static str,
+        tokens: PostTokens,
+        conn_index: usize,
+        conns: usize,
+        nonce: u32,
+    ) -> Self {
         FormIdPosts {
             addr: base.trim_start_matches("http://").to_string(),
             appid,
-            tokens: tokens
-                .iter()
-                .skip(conn_index)
-                .step_by(conns)
-                .cloned()
-                .collect(),
+            tokens,
             conn_index: conn_index as u32,
+            conns: conns as u64,
             nonce,
         }
     }
 
     /// The connection's `n`-th request, raw HTTP/1.1.
     pub fn request(&self, n: u64) -> String {
-        let token = &self.tokens[(n as usize) % self.tokens.len()];
+        let token = match &self.tokens {
+            PostTokens::Listed(tokens) => tokens[(n as usize) % tokens.len()].clone(),
+            PostTokens::Signed(signed) => signed.token(n * self.conns + self.conn_index as u64),
+        };
         let form_id = form_id(self.nonce, self.conn_index, n);
         let body = format!("{{\"form_id\":\"{form_id}\"}}");
         format!(

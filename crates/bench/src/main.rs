@@ -205,6 +205,18 @@ struct Args {
     /// quick: 500].
     #[arg(long)]
     soak_campaign_users: Option<usize>,
+    /// Soak: the users posting formIds, seeded in SQL with signed session tokens; each
+    /// posts once per this many requests, so an hour at 5,000/s gives each of a million
+    /// users about 18 [default: 1000000; quick: 2000].
+    #[arg(long)]
+    soak_users: Option<usize>,
+    /// Soak: formIds each of those users holds at the start.
+    #[arg(long, default_value_t = 3)]
+    soak_formids_per_user: i32,
+    /// Soak: formpush instances on the one database; the ingestion connections are spread
+    /// over them, the campaigns are created on the first (any instance may send them).
+    #[arg(long, default_value_t = 1)]
+    soak_instances: usize,
     /// Soak: fake WeChat latency in milliseconds.
     #[arg(long, default_value_t = 50)]
     soak_latency_ms: u64,
@@ -260,6 +272,7 @@ struct Plan {
     soak_warmup_secs: u64,
     soak_campaign_every_secs: u64,
     soak_campaign_users: usize,
+    soak_users: usize,
     trigger_secs: u64,
     trigger_warmup: Duration,
     trigger_samples: usize,
@@ -294,6 +307,10 @@ impl Plan {
             soak_campaign_users: args
                 .soak_campaign_users
                 .unwrap_or(if q { 500 } else { 10_000 })
+                .max(1),
+            soak_users: args
+                .soak_users
+                .unwrap_or(if q { 2_000 } else { 1_000_000 })
                 .max(1),
             trigger_secs: args.trigger_secs.unwrap_or(if q { 2 } else { 20 }).max(1),
             trigger_warmup: Duration::from_millis(if q { 300 } else { 2_000 }),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use super::SoakPlan;
-use crate::api::{accepted_in, FormIdPosts, POST_TIMEOUT};
+use crate::api::{accepted_in, FormIdPosts, SignedTokens, POST_TIMEOUT};
 use crate::phases::ingest::APP_INGEST;
 use crate::raw_http::RawConn;
 use crate::service::Service;
@@ -60,10 +60,11 @@ impl Counters {
 }
 
 /// Spawns the soak's connections from `start` to the end of the soak, `soak.rate` formIds
-/// per second in all, each connection posting for its share of `tokens`.
+/// per second in all, connection c to instance c mod their number, each posting for its
+/// share of the population's requests.
 pub fn spawn(
-    svc: &Service,
-    tokens: &[String],
+    svcs: &[&Service],
+    tokens: &Arc<SignedTokens>,
     soak: &SoakPlan,
     start: Instant,
     counters: &Arc<Counters>,
@@ -75,7 +76,14 @@ pub fn spawn(
     (0..conns)
         .map(|c| {
             let paced = PacedConn {
-                posts: FormIdPosts::new(&svc.base, APP_INGEST, tokens, c, conns, nonce),
+                posts: FormIdPosts::signed(
+                    &svcs[c % svcs.len()].base,
+                    APP_INGEST,
+                    tokens.clone(),
+                    c,
+                    conns,
+                    nonce,
+                ),
                 // Spread the connections' due times evenly over one interval.
                 first: start + interval.mul_f64(c as f64 / conns as f64),
                 interval,

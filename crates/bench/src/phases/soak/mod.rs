@@ -1,8 +1,10 @@
-//! Phase `soak` (never in the default list: minutes long): paced client ingestion and a
-//! template campaign every few seconds, at about half the rates the other phases reach,
-//! with the service's memory, open descriptors, Postgres connections and ingestion latency
-//! sampled per window; the first span after a warm-up against the last says flat or
-//! GROWING.
+//! Phase `soak` (never in the default list: minutes to an hour long): paced client
+//! ingestion from a realistic population (a million users by default, each posting a
+//! formId now and then, holding a few) and a template campaign every few seconds, at about
+//! half the rates the other phases reach, on one or more instances, with the services'
+//! memory, open descriptors, Postgres connections, ingestion latency and Postgres'
+//! background work sampled per window; the first span after a warm-up against the last
+//! says flat or GROWING, and every minute's ingestion p99 is held to 100 ms.
 
 mod campaigns;
 mod load;
@@ -13,11 +15,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::login_users;
+use crate::api::SignedTokens;
 use crate::phases::ingest::APP_INGEST;
 use crate::procfs::{proc_status_mib, MemWatch};
 use crate::report::{fmt_num, Report};
-use crate::service::{Scratch, Stack};
+use crate::seed::seed_users_and_formids;
+use crate::service::{Scratch, Service, Stack};
 use crate::{Args, Plan};
 
 const APP_SOAK: &str = "wxbenchsoak";
@@ -34,11 +37,15 @@ struct SoakPlan {
     total: Duration,
     /// Seconds after the start left out of the "first span" of the flatness check.
     warmup_secs: u64,
-    /// Ingestion: formIds per second in all, over this many connections, for the
-    /// tokens of this many logged-in users.
+    /// Ingestion: formIds per second in all, over this many connections (spread over the
+    /// instances), for a population of this many users, each holding this many formIds
+    /// at the start.
     rate: f64,
     conns: usize,
-    login_users: usize,
+    population: usize,
+    formids_per_user: i32,
+    /// formpush instances on the one database.
+    instances: usize,
     /// Campaigns: one due every `every`, to `users` users, the app sending at most
     /// `send_rate` per second to a fake WeChat answering after `latency_ms`.
     every: Duration,
@@ -46,6 +53,8 @@ struct SoakPlan {
     send_rate: u32,
     latency_ms: u64,
     campaign_timeout: Duration,
+    /// `--quick`: the figures are shown, not judged.
+    quick: bool,
 }
 
 impl SoakPlan {
@@ -60,12 +69,15 @@ impl SoakPlan {
             warmup_secs: plan.soak_warmup_secs,
             rate: args.soak_ingest_rate.max(0.1),
             conns,
-            login_users: args.ingest_users.max(conns),
+            population: plan.soak_users,
+            formids_per_user: args.soak_formids_per_user.clamp(0, 1_000),
+            instances: args.soak_instances.max(1),
             every: Duration::from_secs(plan.soak_campaign_every_secs),
             users: plan.soak_campaign_users.min(100_000),
             send_rate: args.soak_send_rate.clamp(1, 100_000),
             latency_ms: args.soak_latency_ms,
             campaign_timeout: plan.campaign_timeout,
+            quick: args.quick,
         }
     }
 }
@@ -74,40 +86,93 @@ pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Resul
     let soak = SoakPlan::new(args, plan);
     let mut scratch = Scratch::create(&args.pg_url_base, "soak", SOAK_DB).await?;
     // Read directly from /proc by the sampler (not sampled every 100 ms as in the phases).
-    let mem = MemWatch::default();
+    let mems: Vec<MemWatch> = (0..soak.instances).map(|_| MemWatch::default()).collect();
     let stack = scratch
-        .start_stack(args, &mem, soak.latency_ms, &[APP_INGEST, APP_SOAK], "soak")
+        .start_stack(
+            args,
+            &mems[0],
+            soak.latency_ms,
+            &[APP_INGEST, APP_SOAK],
+            "soak",
+        )
         .await?;
-    println!("(soak) {}", stack.describe());
-    // The service is stopped (and its log read) whether or not the soak went through.
-    let outcome = measure(&args.pg_url_base, &soak, &stack, report).await;
+    let mut others = Vec::new();
+    for (i, mem) in mems.iter().enumerate().skip(1) {
+        let svc = scratch
+            .start_service(
+                args,
+                mem,
+                &stack.wechat.server.base_url,
+                &format!("soak-{i}"),
+            )
+            .await;
+        match svc {
+            Ok(svc) => others.push(svc),
+            Err(e) => {
+                for svc in others {
+                    svc.stop().await?;
+                }
+                scratch.stop_stack(stack, report, "(soak) ").await?;
+                scratch.finish(&args.pg_url_base, args.keep_db).await?;
+                return Err(e);
+            }
+        }
+    }
+    println!(
+        "(soak) {} + {} more instance(s)",
+        stack.describe(),
+        others.len()
+    );
+    // The services are stopped (and their logs read) whether or not the soak went through.
+    let outcome = measure(&scratch.database_url, &soak, &stack, &others, report).await;
+    for svc in others {
+        svc.stop().await?;
+    }
     scratch.stop_stack(stack, report, "(soak) ").await?;
     scratch.finish(&args.pg_url_base, args.keep_db).await?;
     outcome
 }
 
 async fn measure(
-    pg_url_base: &str,
+    database_url: &str,
     soak: &SoakPlan,
     stack: &Stack,
+    others: &[Service],
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let svc = &stack.svc;
+    let svcs: Vec<&Service> = std::iter::once(svc).chain(others).collect();
     svc.put_app(APP_INGEST, 100_000).await?;
     svc.put_app(APP_SOAK, soak.send_rate).await?;
     println!(
-        "(soak) logging in {} users through the sandbox",
-        soak.login_users
+        "(soak) seeding {} users of {APP_INGEST} with {} formIds each",
+        fmt_num(soak.population as f64),
+        soak.formids_per_user
     );
-    let tokens = login_users(svc, &stack.wechat, APP_INGEST, soak.login_users).await?;
+    let seeded = Instant::now();
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let (first_user, last_user) = seed_users_and_formids(
+        &pool,
+        APP_INGEST,
+        "soak-user-",
+        soak.population,
+        soak.formids_per_user,
+    )
+    .await?;
+    let tokens = Arc::new(SignedTokens::load(&pool, APP_INGEST, first_user, last_user).await?);
+    pool.close().await;
+    println!("(soak) seeded in {:.1} s", seeded.elapsed().as_secs_f64());
     println!(
-        "(soak) {:.0} s in {}-s windows: {} formIds/s paced over {} connections; \
-         every {} s a template campaign to {} users (slice of {}, fresh formIds \
-         imported first), send_rate_per_sec {}; fake WeChat {} ms",
+        "(soak) {:.0} s in {}-s windows on {} instance(s): {} formIds/s paced over {} \
+         connections from {} users in a scattered order; every {} s a template campaign to \
+         {} users (slice of {}, fresh formIds imported first), send_rate_per_sec {}; fake \
+         WeChat {} ms",
         soak.total.as_secs_f64(),
         soak.window.as_secs(),
+        svcs.len(),
         fmt_num(soak.rate),
         soak.conns,
+        fmt_num(soak.population as f64),
         soak.every.as_secs(),
         soak.users,
         soak.users * SLICES,
@@ -119,15 +184,28 @@ async fn measure(
     let campaigns_done = AtomicUsize::new(0);
     // A moment for the connections to be spawned before the first due time.
     let start = Instant::now() + Duration::from_millis(200);
-    let connections = load::spawn(svc, &tokens, soak, start, &ingest);
-    let (samples, campaigns) = tokio::join!(
-        sampler::run(pg_url_base, stack, &ingest, &campaigns_done, start, soak),
+    let connections = load::spawn(&svcs, &tokens, soak, start, &ingest);
+    let ((samples, minutes), campaigns) = tokio::join!(
+        sampler::run(
+            database_url,
+            &svcs,
+            &stack.wechat.sandbox,
+            &ingest,
+            &campaigns_done,
+            start,
+            soak
+        ),
         campaigns::run(stack, soak, start, &campaigns_done),
     );
     for h in connections {
         h.await?;
     }
-    let hwm_mib = proc_status_mib(svc.pid(), "VmHWM:");
-    summary::record(report, soak, &samples, &campaigns, &ingest, hwm_mib);
+    let hwm_mib: Vec<f64> = svcs
+        .iter()
+        .map(|s| proc_status_mib(s.pid(), "VmHWM:"))
+        .collect();
+    summary::record(
+        report, soak, &samples, &minutes, &campaigns, &ingest, &hwm_mib,
+    );
     Ok(())
 }

@@ -1,12 +1,13 @@
 //! The soak's verdict and report: the first span after the warm-up against the last span
-//! (flat or GROWING per quantity), the ingestion and campaign totals as rows, and the
-//! markdown section with every window and campaign.
+//! (flat or GROWING per quantity), every minute's ingestion p99 against 100 ms, campaigns
+//! that stalled, the ingestion and campaign totals as rows, and the markdown section with
+//! every minute, window and campaign.
 
 use std::sync::atomic::Ordering;
 
 use super::campaigns::Campaign;
 use super::load::Counters;
-use super::sampler::{self, Window, HEADER};
+use super::sampler::{self, Minute, Window, HEADER};
 use super::SoakPlan;
 use crate::report::{fmt_num, Report, Row};
 use crate::stats::{max_finite, mean, slope_per_min};
@@ -17,6 +18,11 @@ const TOLERANCE: f64 = 0.20;
 const RSS_TOLERANCE_MIB: f64 = 20.0;
 /// The longest span compared (shorter when the soak is short: a third of it).
 const MAX_SPAN_SECS: f64 = 60.0;
+/// Every minute's ingestion p99 must stay under this.
+const MINUTE_P99_MS: f64 = 100.0;
+/// A campaign stalled when it took this many times the median campaign (or did not end
+/// with every user reached).
+const STALL_FACTOR: f64 = 2.0;
 
 /// How a span's windows are summed up for the first-vs-last comparison.
 #[derive(Clone, Copy)]
@@ -202,9 +208,10 @@ pub fn record(
     report: &mut Report,
     soak: &SoakPlan,
     samples: &[Window],
+    minutes: &[Minute],
     campaigns: &[Campaign],
     ingest: &Counters,
-    hwm_mib: f64,
+    hwm_mib: &[f64],
 ) {
     let spans = Spans::of(samples, soak);
     let first_label = spans.label(&spans.first);
@@ -264,7 +271,77 @@ pub fn record(
         ),
     ));
 
+    let worst = minutes
+        .iter()
+        .filter(|m| m.p99_ms.is_finite())
+        .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    let over: Vec<&Minute> = minutes
+        .iter()
+        .filter(|m| !(m.p99_ms < MINUTE_P99_MS))
+        .collect();
+    report.push(
+        Row::info(
+            "soak",
+            "ingestion p99 of every minute (all its requests)",
+            format!(
+                "worst {} ms (minute {}); {} of {} minutes at or over {MINUTE_P99_MS:.0} ms{}",
+                worst.map_or("n/a".into(), |m| format!("{:.1}", m.p99_ms)),
+                worst.map_or(0, |m| m.n),
+                over.len(),
+                minutes.len(),
+                if over.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (minutes {})",
+                        over.iter()
+                            .map(|m| m.n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        )
+        .judged(
+            format!("< {MINUTE_P99_MS:.0} ms in every minute"),
+            over.is_empty() && !minutes.is_empty(),
+            soak.quick,
+        ),
+    );
+
     let users = soak.users;
+    let mut durations: Vec<f64> = campaigns
+        .iter()
+        .filter(|c| c.ok(users))
+        .map(|c| c.secs)
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    let median = durations
+        .get(durations.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN);
+    let stalled: Vec<&Campaign> = campaigns
+        .iter()
+        .filter(|c| !c.ok(users) || c.secs > median * STALL_FACTOR)
+        .collect();
+    report.push(
+        Row::info(
+            "soak",
+            "campaign stalls (not complete, or over 2× the median campaign)",
+            format!(
+                "{} of {} (median {median:.1} s, longest {:.1} s)",
+                stalled.len(),
+                campaigns.len(),
+                durations.last().copied().unwrap_or(f64::NAN)
+            ),
+        )
+        .judged(
+            "none",
+            stalled.is_empty() && !campaigns.is_empty(),
+            soak.quick,
+        ),
+    );
+
     let completed: Vec<&Campaign> = campaigns
         .iter()
         .filter(|c| c.status == "completed")
@@ -290,8 +367,12 @@ pub fn record(
     ));
     report.push(Row::info(
         "soak",
-        "service VmHWM at the end",
-        format!("{hwm_mib:.1} MiB"),
+        "service VmHWM at the end, per instance",
+        hwm_mib
+            .iter()
+            .map(|m| format!("{m:.1} MiB"))
+            .collect::<Vec<_>>()
+            .join(", "),
     ));
 
     for c in campaigns.iter().filter(|c| !c.ok(users)) {
@@ -314,9 +395,9 @@ pub fn record(
             "(soak) ingestion fell more than 1 s behind its schedule: {skipped} due requests dropped"
         ));
     }
-    report
-        .sections
-        .push(markdown(soak, total_secs, &trends_md, samples, campaigns));
+    report.sections.push(markdown(
+        soak, total_secs, &trends_md, samples, minutes, campaigns,
+    ));
 }
 
 /// The soak's section for --out: the summary, every window, every campaign.
@@ -325,14 +406,18 @@ fn markdown(
     total_secs: f64,
     trends_md: &str,
     samples: &[Window],
+    minutes: &[Minute],
     campaigns: &[Campaign],
 ) -> String {
     let mut md = String::new();
     md.push_str(&format!(
-        "### Soak\n\n{:.0} s; {} formIds/s paced over {} connections; every {} s a template campaign to {} users (send_rate_per_sec {}); fake WeChat {} ms. Windows of {} s; latency from each request's due time.\n\n",
+        "### Soak\n\n{:.0} s on {} instance(s); {} formIds/s paced over {} connections from {} users (each holding {} formIds at the start); every {} s a template campaign to {} users (send_rate_per_sec {}); fake WeChat {} ms. Windows of {} s; latency from each request's due time.\n\n",
         total_secs,
+        soak.instances,
         fmt_num(soak.rate),
         soak.conns,
+        fmt_num(soak.population as f64),
+        soak.formids_per_user,
         soak.every.as_secs(),
         soak.users,
         soak.send_rate,
@@ -340,6 +425,7 @@ fn markdown(
         soak.window.as_secs()
     ));
     md.push_str(trends_md);
+    md.push_str(&minutes_md(samples, minutes));
     md.push_str(&format!(
         "\n| {} |\n|{}\n",
         HEADER.join(" | "),
@@ -367,6 +453,48 @@ fn markdown(
             c.sent,
             c.failed,
             c.no_formid
+        ));
+    }
+    md
+}
+
+/// Per minute: the windows' averages (descriptors: the fewest), the minute's exact
+/// ingestion latency, and what Postgres did in the background.
+fn minutes_md(samples: &[Window], minutes: &[Minute]) -> String {
+    let mut md = String::from(
+        "\n| minute | RSS MiB | fds (fewest) | PG conns | accepted/s | sends/s | requests | p50 ms | p99 ms | max ms | autovacuum | checkpoints | WAL MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for m in minutes {
+        let lo = (m.n - 1) as f64 * 60.0;
+        let ws: Vec<&Window> = samples
+            .iter()
+            .filter(|w| w.end_secs > lo + 0.5 && w.end_secs <= lo + 60.5)
+            .collect();
+        let mut vacuumed: Vec<&str> = ws
+            .iter()
+            .flat_map(|w| w.vacuum.split(',').filter(|t| !t.is_empty()))
+            .collect();
+        vacuumed.sort_unstable();
+        vacuumed.dedup();
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {:.0} |\n",
+            m.n,
+            mean(ws.iter().map(|w| w.rss_mib)),
+            ws.iter().map(|w| w.fds).fold(f64::NAN, f64::min),
+            mean(ws.iter().map(|w| w.pg_conns)),
+            fmt_num(mean(ws.iter().map(|w| w.accepted_per_sec))),
+            fmt_num(mean(ws.iter().map(|w| w.sends_per_sec))),
+            m.requests,
+            m.p50_ms,
+            m.p99_ms,
+            m.max_ms,
+            if vacuumed.is_empty() {
+                "-".to_string()
+            } else {
+                vacuumed.join(", ")
+            },
+            ws.iter().map(|w| w.checkpoints).sum::<i64>(),
+            ws.iter().map(|w| w.wal_mib).filter(|v| v.is_finite()).sum::<f64>(),
         ));
     }
     md
