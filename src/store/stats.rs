@@ -21,9 +21,9 @@ pub struct SlotCount {
 /// after `from`, per slot of `bounds`.
 ///
 /// Walks the app's users (`users (appid, openid)`) and, per user, the claim index
-/// `formids_claim_freshest`, which holds exactly the usable credits and their `expires_at`:
-/// an index-only scan where the visibility map allows, the heap otherwise. Cost: the app's
-/// users plus its usable credits.
+/// `formids_by_user_freshest` and the credits' rows (the index also holds spent credits
+/// until the daily clean-up: spending one writes no index). Cost: the app's users plus
+/// their stored credits.
 pub async fn expiring(
     pool: &PgPool,
     appid: &str,
