@@ -73,7 +73,7 @@ async fn finished_runs_before(
         select id from campaign_runs
         where purged_at is null and finished_at < $1
           and status in ('completed', 'failed', 'cancelled')
-        order by finished_at, id
+        order by finished_at
         limit $2
         "#,
         cutoff,
@@ -98,15 +98,13 @@ pub async fn purge_run(pool: &PgPool, run_id: Uuid, batch: i64) -> sqlx::Result<
     loop {
         let gone = sqlx::query!(
             r#"
-            with doomed as (
-                select id from deliveries
-                where run_id = $1 and user_id > $2
-                order by user_id
-                limit $3
-            ),
-            gone as (
-                delete from deliveries d using doomed where d.id = doomed.id
-                returning d.user_id
+            with gone as (
+                delete from deliveries
+                where id = any(array(select id from deliveries
+                                     where run_id = $1 and user_id > $2
+                                     order by user_id
+                                     limit $3))
+                returning user_id
             )
             select count(*) as "deleted!", max(user_id) as last_user from gone
             "#,
@@ -117,9 +115,11 @@ pub async fn purge_run(pool: &PgPool, run_id: Uuid, batch: i64) -> sqlx::Result<
         .fetch_one(pool)
         .await?;
         deleted += gone.deleted as u64;
+        // Until a batch finds nothing: a short batch may only mean that another clean-up
+        // deleted some of its rows first.
         match gone.last_user {
-            Some(last) if gone.deleted == batch => after_user = last,
-            _ => break,
+            Some(last) => after_user = last,
+            None => break,
         }
     }
     sqlx::query!(
@@ -172,13 +172,13 @@ async fn delete_messages_batch(
 ) -> sqlx::Result<u64> {
     let done = sqlx::query!(
         r#"
-        delete from messages m
-        using (select id from messages
-               where status in ('sent', 'failed', 'no_formid', 'no_quota', 'cancelled')
-                 and updated_at < $1
-               order by updated_at
-               limit $2) doomed
-        where m.id = doomed.id
+        delete from messages
+        where id = any(array(select id from messages
+                             where status in ('sent', 'failed', 'no_formid', 'no_quota',
+                                              'cancelled')
+                               and updated_at < $1
+                             order by updated_at
+                             limit $2))
         "#,
         cutoff,
         limit
