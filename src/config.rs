@@ -51,6 +51,9 @@ pub struct Settings {
     /// Where `/metrics` is served instead of `bind` (so it need not be public); `None`:
     /// on `bind` with the API.
     pub metrics_bind: Option<String>,
+    /// Days a finished run's deliveries and a finished triggered message are kept before
+    /// the daily clean-up deletes them (1 to `MAX_RETENTION_DAYS`).
+    pub retention_days: u32,
 }
 
 /// Whether this instance runs campaigns, and who drives its clock.
@@ -72,6 +75,10 @@ pub enum LogFormat {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/formpush";
+/// `FORMPUSH_RETENTION_DAYS` when unset.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+/// The longest retention accepted: 100 years, past which a cutoff is meaningless.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl Settings {
     /// Reads the process environment (after loading `.env` if present).
@@ -113,6 +120,7 @@ impl Settings {
             Some("json") => LogFormat::Json,
             Some(other) => bail!("FORMPUSH_LOG_FORMAT must be text or json, not {other:?}"),
         };
+        let retention_days = retention_days(get("FORMPUSH_RETENTION_DAYS").as_deref())?;
         Ok(Self {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             bind: get("FORMPUSH_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
@@ -142,7 +150,27 @@ impl Settings {
             send_lease: Duration::from_secs(
                 parse_or(&get, "FORMPUSH_SEND_LEASE_SECS", 120)?.max(1),
             ),
+            retention_days,
         })
+    }
+
+    /// How long finished deliveries and messages are kept (`retention_days`).
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::days(self.retention_days.into())
+    }
+}
+
+/// `FORMPUSH_RETENTION_DAYS`: a whole number of days, 1 to `MAX_RETENTION_DAYS`.
+fn retention_days(raw: Option<&str>) -> anyhow::Result<u32> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_RETENTION_DAYS);
+    };
+    match raw.trim().parse::<u32>() {
+        Ok(days) if (1..=MAX_RETENTION_DAYS).contains(&days) => Ok(days),
+        _ => bail!(
+            "FORMPUSH_RETENTION_DAYS must be a whole number of days from 1 to \
+             {MAX_RETENTION_DAYS} (default {DEFAULT_RETENTION_DAYS}), not {raw:?}"
+        ),
     }
 }
 
@@ -187,6 +215,32 @@ mod tests {
         assert!(s.admin_token_generated);
         assert!(s.admin_token.expose_secret().len() >= 32);
         assert!(s.bootstrap_app.is_none());
+        assert_eq!(s.retention_days, 90);
+        assert_eq!(s.retention(), chrono::Duration::days(90));
+    }
+
+    #[test]
+    fn retention_is_a_positive_whole_number_of_days() {
+        let days = |raw: &str| settings(&[("FORMPUSH_RETENTION_DAYS", raw)]);
+        assert_eq!(days("7").unwrap().retention_days, 7);
+        assert_eq!(days("1").unwrap().retention(), chrono::Duration::days(1));
+        assert_eq!(days("36500").unwrap().retention_days, 36_500);
+        for bad in [
+            "0",
+            "",
+            "-5",
+            "1.5",
+            "90d",
+            "ninety",
+            "36501",
+            "99999999999",
+        ] {
+            let err = days(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains("FORMPUSH_RETENTION_DAYS") && err.contains("from 1 to 36500"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

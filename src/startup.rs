@@ -110,6 +110,7 @@ impl Application {
                 pool.clone(),
                 pipeline.clone(),
                 template_sync.clone(),
+                settings.retention(),
                 shutdown.clone(),
             )
         });

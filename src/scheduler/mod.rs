@@ -1,6 +1,7 @@
 //! The scheduler: a one-second tick on tokio-cron-scheduler that starts due runs, resumes
 //! quota-paused campaigns and makes sure every app with work has a sender; plus the daily
-//! clean-up of dead formIds and the daily sync of subscribe templates.
+//! clean-up (dead formIds, and what is past the retention) and the daily sync of subscribe
+//! templates.
 //!
 //! tokio-cron-scheduler does not coordinate instances: every instance fires every job. So
 //! the tick only does things that are safe to race: run rows are unique per firing, and
@@ -57,6 +58,8 @@ pub struct Scheduler {
     pool: PgPool,
     pipeline: Pipeline,
     templates: TemplateSync,
+    /// How long finished deliveries and messages are kept (`FORMPUSH_RETENTION_DAYS`).
+    retention: chrono::Duration,
     instance: Uuid,
     workers: Arc<Mutex<HashMap<String, Worker>>>,
     tick_guard: Arc<tokio::sync::Mutex<()>>,
@@ -88,6 +91,7 @@ impl Scheduler {
         pool: PgPool,
         pipeline: Pipeline,
         templates: TemplateSync,
+        retention: chrono::Duration,
         shutdown: CancellationToken,
     ) -> Self {
         let (wakes, queue) = mpsc::channel(4096);
@@ -95,6 +99,7 @@ impl Scheduler {
             pool,
             pipeline,
             templates,
+            retention,
             instance: Uuid::new_v4(),
             workers: Default::default(),
             tick_guard: Default::default(),
@@ -208,8 +213,10 @@ impl Scheduler {
     }
 
     /// The daily clean-up of `now`'s day (also stepped by hand in tests): dead formIds,
-    /// finished webhook events, expired idempotency keys, old frequency-cap windows. Run
-    /// by the first instance to claim the day; false when another already did.
+    /// finished webhook events, expired idempotency keys, old frequency-cap windows, and
+    /// past the retention (`now` minus `FORMPUSH_RETENTION_DAYS`) the deliveries of runs
+    /// that finished before it (their totals kept) and triggered messages final before it.
+    /// Run by the first instance to claim the day; false when another already did.
     pub async fn clean_up(&self, now: DateTime<Utc>) -> anyhow::Result<bool> {
         if !store::leases::claim_daily_job(&self.pool, "clean_up", now.date_naive()).await? {
             tracing::info!("daily clean-up already done by another instance");
@@ -227,6 +234,15 @@ impl Scheduler {
             keys,
             windows,
             "purged finished webhook events, expired idempotency keys and old frequency-cap windows"
+        );
+        let cutoff = now - self.retention;
+        let purged = store::retention::purge_before(&self.pool, cutoff).await?;
+        tracing::info!(
+            %cutoff,
+            runs = purged.runs,
+            deliveries = purged.deliveries,
+            messages = purged.messages,
+            "purged the deliveries of runs and the triggered messages finished before the retention"
         );
         Ok(true)
     }

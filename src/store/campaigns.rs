@@ -197,22 +197,49 @@ pub async fn totals(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Totals> {
 }
 
 /// Totals of many campaigns in one grouped query (a list page must not query per item);
-/// a campaign without deliveries is absent from the map.
+/// a campaign without runs is absent from the map. Each run counts its deliveries, or, once
+/// the retention archived it, the totals kept on the run alone (`archived_totals`): the
+/// same before, while and after its deliveries are deleted.
 pub async fn totals_of(
     pool: &PgPool,
     campaign_ids: &[Uuid],
 ) -> sqlx::Result<std::collections::HashMap<Uuid, Totals>> {
     let rows = sqlx::query!(
         r#"
+        with live as (
+            select run_id,
+                   count(*) as targeted,
+                   count(*) filter (where status = 'sent') as sent,
+                   count(*) filter (where status = 'failed') as failed,
+                   count(*) filter (where status = 'no_formid') as no_formid,
+                   count(*) filter (where status = 'no_quota') as no_quota,
+                   count(*) filter (where status = 'capped') as capped,
+                   count(*) filter (where status in ('pending', 'sending')) as pending
+            from deliveries where campaign_id = any($1)
+            group by run_id
+        ),
+        per_run as (
+            select r.campaign_id,
+                   coalesce((r.archived_totals->>'targeted')::bigint, l.targeted, 0) as targeted,
+                   coalesce((r.archived_totals->>'sent')::bigint, l.sent, 0) as sent,
+                   coalesce((r.archived_totals->>'failed')::bigint, l.failed, 0) as failed,
+                   coalesce((r.archived_totals->>'no_formid')::bigint, l.no_formid, 0)
+                       as no_formid,
+                   coalesce((r.archived_totals->>'no_quota')::bigint, l.no_quota, 0) as no_quota,
+                   coalesce((r.archived_totals->>'capped')::bigint, l.capped, 0) as capped,
+                   coalesce((r.archived_totals->>'pending')::bigint, l.pending, 0) as pending
+            from campaign_runs r left join live l on l.run_id = r.id
+            where r.campaign_id = any($1)
+        )
         select campaign_id,
-               count(*) as "targeted!",
-               count(*) filter (where status = 'sent') as "sent!",
-               count(*) filter (where status = 'failed') as "failed!",
-               count(*) filter (where status = 'no_formid') as "no_formid!",
-               count(*) filter (where status = 'no_quota') as "no_quota!",
-               count(*) filter (where status = 'capped') as "capped!",
-               count(*) filter (where status in ('pending', 'sending')) as "pending!"
-        from deliveries where campaign_id = any($1)
+               sum(targeted)::bigint as "targeted!",
+               sum(sent)::bigint as "sent!",
+               sum(failed)::bigint as "failed!",
+               sum(no_formid)::bigint as "no_formid!",
+               sum(no_quota)::bigint as "no_quota!",
+               sum(capped)::bigint as "capped!",
+               sum(pending)::bigint as "pending!"
+        from per_run
         group by campaign_id
         "#,
         campaign_ids

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod leases;
 pub mod messages;
 pub mod push_events;
+pub mod retention;
 pub mod runs;
 pub mod stats;
 pub mod templates;

@@ -26,21 +26,35 @@ pub struct RunRow {
     /// While it holds its remaining deliveries for the app's quiet hours: when they end.
     pub held_until: Option<DateTime<Utc>>,
     pub filling: bool,
+    /// When the retention deleted the last of its deliveries (its totals are kept).
+    pub deliveries_purged_at: Option<DateTime<Utc>>,
     pub totals: Totals,
 }
 
+/// The campaign's runs, latest firing first, each with its totals: counted from its
+/// deliveries, or for a run whose deliveries the retention deleted (or is deleting), the
+/// totals kept on the run (`archived_totals`) alone.
 pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>> {
     let rows = sqlx::query!(
         r#"
         select r.id, r.scheduled_for, r.status as "status: RunStatus", r.started_at, r.finished_at,
-               r.held_until, r.filling, count(d.id) as "targeted!",
-               count(d.id) filter (where d.status = 'sent') as "sent!",
-               count(d.id) filter (where d.status = 'failed') as "failed!",
-               count(d.id) filter (where d.status = 'no_formid') as "no_formid!",
-               count(d.id) filter (where d.status = 'no_quota') as "no_quota!",
-               count(d.id) filter (where d.status = 'capped') as "capped!",
-               count(d.id) filter (where d.status in ('pending', 'sending')) as "pending!"
-        from campaign_runs r left join deliveries d on d.run_id = r.id
+               r.held_until, r.filling, r.purged_at,
+               coalesce((r.archived_totals->>'targeted')::bigint, count(d.id)) as "targeted!",
+               coalesce((r.archived_totals->>'sent')::bigint,
+                        count(d.id) filter (where d.status = 'sent')) as "sent!",
+               coalesce((r.archived_totals->>'failed')::bigint,
+                        count(d.id) filter (where d.status = 'failed')) as "failed!",
+               coalesce((r.archived_totals->>'no_formid')::bigint,
+                        count(d.id) filter (where d.status = 'no_formid')) as "no_formid!",
+               coalesce((r.archived_totals->>'no_quota')::bigint,
+                        count(d.id) filter (where d.status = 'no_quota')) as "no_quota!",
+               coalesce((r.archived_totals->>'capped')::bigint,
+                        count(d.id) filter (where d.status = 'capped')) as "capped!",
+               coalesce((r.archived_totals->>'pending')::bigint,
+                        count(d.id) filter (where d.status in ('pending', 'sending')))
+                   as "pending!"
+        from campaign_runs r
+             left join deliveries d on d.run_id = r.id and r.archived_totals is null
         where r.campaign_id = $1
         group by r.id
         order by r.scheduled_for desc
@@ -59,6 +73,7 @@ pub async fn runs(pool: &PgPool, campaign_id: Uuid) -> sqlx::Result<Vec<RunRow>>
             finished_at: r.finished_at,
             held_until: r.held_until,
             filling: r.filling,
+            deliveries_purged_at: r.purged_at,
             totals: Totals {
                 targeted: r.targeted,
                 sent: r.sent,

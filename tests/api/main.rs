@@ -17,6 +17,7 @@ mod keys;
 mod messages;
 mod multi_instance;
 mod push;
+mod retention;
 mod sessions;
 mod stats;
 mod subscriptions;

@@ -149,6 +149,9 @@ pub struct RunView {
     /// Its deliveries are still being created, a chunk at a time while it sends:
     /// `totals.targeted` grows until this is `false`.
     pub filling: bool,
+    /// When the retention (`FORMPUSH_RETENTION_DAYS` after the run finished) deleted the
+    /// last of its deliveries; `totals` are kept. Null while its deliveries are kept.
+    pub deliveries_purged_at: Option<DateTime<Utc>>,
     pub totals: Totals,
 }
 
@@ -164,6 +167,7 @@ impl From<RunRow> for RunView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             filling: r.filling,
+            deliveries_purged_at: r.deliveries_purged_at,
             totals: r.totals,
         }
     }
