@@ -210,6 +210,10 @@ struct Args {
     /// users about 18 [default: 1000000; quick: 2000].
     #[arg(long)]
     soak_users: Option<usize>,
+    /// Soak: items per import request when a campaign's fresh formIds are imported (the
+    /// requests one after the other).
+    #[arg(long, default_value_t = 10_000)]
+    soak_import_chunk: usize,
     /// Soak: formIds each of those users holds at the start.
     #[arg(long, default_value_t = 3)]
     soak_formids_per_user: i32,

@@ -68,3 +68,19 @@ pub fn count_fds(pid: u32) -> Option<usize> {
         .ok()
         .map(|d| d.count())
 }
+
+/// The machine's CPU time so far from /proc/stat, as (busy, total) in clock ticks: the
+/// busy share of a span is the difference of two readings.
+pub fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}

@@ -82,7 +82,15 @@ pub async fn run(
             late_secs: due.elapsed().as_secs_f64(),
             ..Campaign::default()
         };
-        if let Err(e) = one(stack, &mut c, soak.users, soak.campaign_timeout).await {
+        if let Err(e) = one(
+            stack,
+            &mut c,
+            soak.users,
+            soak.import_chunk,
+            soak.campaign_timeout,
+        )
+        .await
+        {
             c.error = Some(format!("{e:#}"));
         }
         if !c.ok(soak.users) {
@@ -94,12 +102,14 @@ pub async fn run(
     out
 }
 
-/// Imports a fresh sandbox-issued formId for every user of the slice, creates a template
+/// Imports a fresh sandbox-issued formId for every user of the slice (`import_chunk` per
+/// request, one after the other), creates a template
 /// campaign to exactly them and polls it until it ends.
 async fn one(
     stack: &Stack,
     c: &mut Campaign,
     users: usize,
+    import_chunk: usize,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let svc: &Service = &stack.svc;
@@ -109,7 +119,10 @@ async fn one(
         .map(|o| (o.clone(), stack.wechat.sandbox.form_id(APP_SOAK, o)))
         .collect();
     let import_started = Instant::now();
-    let accepted = import_formids(svc, APP_SOAK, &items).await?;
+    let mut accepted = 0;
+    for chunk in items.chunks(import_chunk.max(1)) {
+        accepted += import_formids(svc, APP_SOAK, chunk).await?;
+    }
     c.import_secs = import_started.elapsed().as_secs_f64();
     if accepted != users as u64 {
         bail!("import accepted {accepted} of {users} fresh formIds");

@@ -25,6 +25,11 @@ pub struct Counters {
     first_error: Mutex<Option<String>>,
     /// Latencies (µs) of the responses received in the current window.
     window_us: Mutex<Vec<u32>>,
+    /// The harness's own lateness in the current window (µs): how late a 10-ms timer of
+    /// the harness's runtime fired at worst. Latency counts from due times, so a harness
+    /// that falls behind (CPU taken by others) shows as ingestion latency; this tells them
+    /// apart.
+    pub harness_lag_us: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +62,24 @@ impl Counters {
             }
         }
     }
+}
+
+/// Until `deadline`, a 10-ms timer whose worst lateness per window goes into
+/// `harness_lag_us`.
+pub fn spawn_lag_probe(deadline: Instant, counters: &Arc<Counters>) -> JoinHandle<()> {
+    let counters = counters.clone();
+    tokio::spawn(async move {
+        let period = Duration::from_millis(10);
+        let mut next = Instant::now() + period;
+        while next < deadline {
+            tokio::time::sleep_until(next.into()).await;
+            let late = micros(Instant::now().saturating_duration_since(next));
+            counters
+                .harness_lag_us
+                .fetch_max(late as u64, Ordering::Relaxed);
+            next = Instant::now().max(next) + period;
+        }
+    })
 }
 
 /// Spawns the soak's connections from `start` to the end of the soak, `soak.rate` formIds

@@ -50,6 +50,8 @@ struct SoakPlan {
     /// `send_rate` per second to a fake WeChat answering after `latency_ms`.
     every: Duration,
     users: usize,
+    /// Items per import request of a campaign's fresh formIds.
+    import_chunk: usize,
     send_rate: u32,
     latency_ms: u64,
     campaign_timeout: Duration,
@@ -74,6 +76,9 @@ impl SoakPlan {
             instances: args.soak_instances.max(1),
             every: Duration::from_secs(plan.soak_campaign_every_secs),
             users: plan.soak_campaign_users.min(100_000),
+            import_chunk: args
+                .soak_import_chunk
+                .clamp(1, crate::api::IMPORT_MAX_ITEMS),
             send_rate: args.soak_send_rate.clamp(1, 100_000),
             latency_ms: args.soak_latency_ms,
             campaign_timeout: plan.campaign_timeout,
@@ -185,6 +190,7 @@ async fn measure(
     // A moment for the connections to be spawned before the first due time.
     let start = Instant::now() + Duration::from_millis(200);
     let connections = load::spawn(&svcs, &tokens, soak, start, &ingest);
+    let probe = load::spawn_lag_probe(start + soak.total, &ingest);
     let ((samples, minutes), campaigns) = tokio::join!(
         sampler::run(
             database_url,
@@ -200,6 +206,7 @@ async fn measure(
     for h in connections {
         h.await?;
     }
+    probe.await?;
     let hwm_mib: Vec<f64> = svcs
         .iter()
         .map(|s| proc_status_mib(s.pid(), "VmHWM:"))

@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::load::Counters;
 use super::SoakPlan;
-use crate::procfs::{count_fds, proc_status_mib};
+use crate::procfs::{count_fds, cpu_ticks, proc_status_mib};
 use crate::report::fmt_num;
 use crate::service::Service;
 use crate::stats::percentile_ms;
@@ -40,6 +40,10 @@ pub struct Window {
     pub checkpoints: i64,
     /// WAL the server wrote during the window.
     pub wal_mib: f64,
+    /// The machine's CPU busy during the window (all cores, 100 = all busy).
+    pub cpu_pct: f64,
+    /// How late the harness's own 10-ms timer fired at worst in the window.
+    pub harness_lag_ms: f64,
 }
 
 /// One minute of the soak's ingestion, from every latency answered in it.
@@ -53,7 +57,7 @@ pub struct Minute {
     pub max_ms: f64,
 }
 
-pub const HEADER: [&str; 13] = [
+pub const HEADER: [&str; 15] = [
     "t (s)",
     "RSS MiB",
     "fds",
@@ -67,10 +71,12 @@ pub const HEADER: [&str; 13] = [
     "autovacuum",
     "ckpt",
     "WAL MiB",
+    "CPU %",
+    "harness lag ms",
 ];
 
 /// A window as the cells of its line (the console's and the markdown's).
-pub fn cells(w: &Window) -> [String; 13] {
+pub fn cells(w: &Window) -> [String; 15] {
     [
         format!("{:.0}", w.end_secs),
         format!("{:.1}", w.rss_mib),
@@ -89,11 +95,13 @@ pub fn cells(w: &Window) -> [String; 13] {
         },
         w.checkpoints.to_string(),
         format!("{:.0}", w.wal_mib),
+        format!("{:.0}", w.cpu_pct),
+        format!("{:.0}", w.harness_lag_ms),
     ]
 }
 
 fn print_line(cells: &[String]) {
-    let widths = [6, 8, 5, 8, 10, 7, 7, 8, 6, 14, 10, 4, 7];
+    let widths = [6, 8, 5, 8, 10, 7, 7, 8, 6, 14, 10, 4, 7, 5, 14];
     let parts: Vec<String> = cells
         .iter()
         .zip(widths)
@@ -165,6 +173,7 @@ pub async fn run(
     let mut prev_accepted = 0u64;
     let mut prev_errors = 0u64;
     let mut prev_sends = sandbox.message_count() as u64;
+    let mut prev_cpu = cpu_ticks();
     print_line(&HEADER.map(String::from));
     for k in 1..=soak.windows {
         tokio::time::sleep_until((start + soak.window.mul_f64(k as f64)).into()).await;
@@ -186,6 +195,15 @@ pub async fn run(
                 Err(_) => pg = None,
             }
         }
+        let cpu = cpu_ticks();
+        let cpu_pct = match (prev_cpu, cpu) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0
+            }
+            _ => f64::NAN,
+        };
+        prev_cpu = cpu;
+        let harness_lag_ms = ingest.harness_lag_us.swap(0, Ordering::Relaxed) as f64 / 1000.0;
         lat.sort_unstable();
         let secs = (now - prev_at).as_secs_f64().max(1e-3);
         let (pg_conns, vacuum, checkpoints, wal_mib) = match reading {
@@ -213,6 +231,8 @@ pub async fn run(
             vacuum,
             checkpoints,
             wal_mib,
+            cpu_pct,
+            harness_lag_ms,
         };
         print_line(&cells(&w));
         minute_lat.extend_from_slice(&lat);

@@ -462,7 +462,7 @@ fn markdown(
 /// ingestion latency, and what Postgres did in the background.
 fn minutes_md(samples: &[Window], minutes: &[Minute]) -> String {
     let mut md = String::from(
-        "\n| minute | RSS MiB | fds (fewest) | PG conns | accepted/s | sends/s | requests | p50 ms | p99 ms | max ms | autovacuum | checkpoints | WAL MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n| minute | RSS MiB | fds (fewest) | PG conns | accepted/s | sends/s | requests | p50 ms | p99 ms | max ms | autovacuum | checkpoints | WAL MiB | CPU % | harness lag ms (worst) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in minutes {
         let lo = (m.n - 1) as f64 * 60.0;
@@ -477,7 +477,7 @@ fn minutes_md(samples: &[Window], minutes: &[Minute]) -> String {
         vacuumed.sort_unstable();
         vacuumed.dedup();
         md.push_str(&format!(
-            "| {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {:.0} |\n",
+            "| {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
             m.n,
             mean(ws.iter().map(|w| w.rss_mib)),
             ws.iter().map(|w| w.fds).fold(f64::NAN, f64::min),
@@ -495,6 +495,8 @@ fn minutes_md(samples: &[Window], minutes: &[Minute]) -> String {
             },
             ws.iter().map(|w| w.checkpoints).sum::<i64>(),
             ws.iter().map(|w| w.wal_mib).filter(|v| v.is_finite()).sum::<f64>(),
+            mean(ws.iter().map(|w| w.cpu_pct)),
+            max_finite(ws.iter().map(|w| w.harness_lag_ms)),
         ));
     }
     md
