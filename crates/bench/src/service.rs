@@ -147,9 +147,12 @@ pub struct FakeWeChat {
 }
 
 impl FakeWeChat {
-    pub fn start(latency_ms: u64, apps: &[&str]) -> anyhow::Result<Self> {
+    /// A fake WeChat answering after `latency_ms`, allowing `daily_quota` sends per app
+    /// and kind a day.
+    pub fn start(latency_ms: u64, apps: &[&str], daily_quota: u64) -> anyhow::Result<Self> {
         let sandbox = Sandbox::new(SandboxConfig {
             latency: Duration::from_millis(latency_ms),
+            daily_quota,
             ..SandboxConfig::default()
         });
         for app in apps {
@@ -189,6 +192,9 @@ pub struct Scratch {
     db_name: &'static str,
     pub database_url: String,
     keep_logs: bool,
+    /// The fake WeChat's sends per app and kind a day (WeChat's 1,000,000 unless a phase
+    /// sends more on purpose).
+    pub wechat_daily_quota: u64,
 }
 
 impl Scratch {
@@ -206,6 +212,7 @@ impl Scratch {
             db_name,
             database_url,
             keep_logs: false,
+            wechat_daily_quota: SandboxConfig::default().daily_quota,
         })
     }
 
@@ -219,7 +226,7 @@ impl Scratch {
         apps: &[&str],
         log_tag: &str,
     ) -> anyhow::Result<Stack> {
-        let wechat = FakeWeChat::start(latency_ms, apps)?;
+        let wechat = FakeWeChat::start(latency_ms, apps, self.wechat_daily_quota)?;
         let svc = Service::start(
             &args.formpush_bin,
             &args.service_env,

@@ -90,6 +90,10 @@ impl SoakPlan {
 pub async fn run(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let soak = SoakPlan::new(args, plan);
     let mut scratch = Scratch::create(&args.pg_url_base, "soak", SOAK_DB).await?;
+    // An hour of campaigns sends ~1.2M messages for one app: past WeChat's daily quota of
+    // 1,000,000, which the fake enforces (45009: formpush pauses the campaign until the
+    // quota's next day, as it should). The soak measures steady load, not the quota.
+    scratch.wechat_daily_quota = u64::MAX / 2;
     // Read directly from /proc by the sampler (not sampled every 100 ms as in the phases).
     let mems: Vec<MemWatch> = (0..soak.instances).map(|_| MemWatch::default()).collect();
     let stack = scratch

@@ -277,7 +277,7 @@ pub fn record(
         .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
     let over: Vec<&Minute> = minutes
         .iter()
-        .filter(|m| !(m.p99_ms < MINUTE_P99_MS))
+        .filter(|m| m.p99_ms.is_nan() || m.p99_ms >= MINUTE_P99_MS)
         .collect();
     report.push(
         Row::info(
